@@ -1,0 +1,1 @@
+//! Helpers for the acceptance tests: start the real binaries on loopback.
