@@ -66,13 +66,20 @@ apt_install() { # apt_install PKG... (only the ones not installed yet)
     done
     ((${#missing[@]} > 0)) || return 0
     if [[ "$(id -u)" -ne 0 ]]; then sudo=(sudo); fi
-    log "apt: installing ${missing[*]}"
+    local apt_log="$TOOLS/apt-install.log"
+    log "apt: installing ${missing[*]} (log: ${apt_log#"$ROOT/"})"
     # Only refresh the package lists when we actually need to install.
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     # Recommends stay on: protobuf-compiler recommends libprotobuf-dev, which
     # carries the well-known .proto files (google/protobuf/*.proto).
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+    if ! {
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                -o Dpkg::Use-Pty=0 "${missing[@]}"
+    } >"$apt_log" 2>&1; then
+        tail -n 40 "$apt_log" >&2
+        echo "[setup] ERROR: apt-get install ${missing[*]} failed" >&2
+        exit 1
+    fi
 }
 
 apt_install protobuf-compiler postgresql e2fsprogs util-linux curl sqlite3

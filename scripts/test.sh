@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The one command that sets up and runs every test; CI runs it via .ci/run.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p matrixhost-server).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "setup: tools"
+bash scripts/setup.sh
+
+section "setup: test PostgreSQL"
+# Always stop the throwaway server, whatever way this script ends.
+trap 'bash "$ROOT/scripts/pg-test.sh" stop >/dev/null 2>&1 || true' EXIT
+PG_URL="$(bash scripts/pg-test.sh start)"
+echo "PostgreSQL for tests: $PG_URL"
+
+export MATRIXHOST_TEST_POSTGRES_URL="$PG_URL"
+export MATRIXHOST_TOOLS_DIR="$ROOT/.tools"
+export PATH="$ROOT/.tools/bin:$PATH"
+# Terraform's upgrade check would call out to a host this network can't reach.
+export CHECKPOINT_DISABLE=1
+# Some machines point TF_CLI_CONFIG_FILE at a file that doesn't exist, which
+# makes every terraform run print a warning; drop it in that case.
+if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -f "$TF_CLI_CONFIG_FILE" ]]; then
+    unset TF_CLI_CONFIG_FILE
+fi
+
+# --locked once a lock file is committed, so CI never silently re-resolves.
+locked=()
+if [[ -f Cargo.lock ]]; then
+    locked=(--locked)
+fi
+
+build=(cargo build --workspace "${locked[@]}")
+section "${build[*]}"
+"${build[@]}"
+
+tests=(cargo test --workspace "${locked[@]}" "$@")
+section "${tests[*]}"
+status=0
+"${tests[@]}" || status=$?
+
+section "done: cargo test exited with $status"
+exit "$status"

@@ -1,0 +1,175 @@
+//! Configuration: command-line flags, then `MATRIXHOSTD_*` environment variables, then the
+//! config file (`--config`, TOML), then built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use matrixhost_api::Catalog;
+use serde::Deserialize;
+
+const DEFAULT_CATALOG: &str = include_str!("default_catalog.toml");
+const DEFAULT_STATE_DIR: &str = "/var/lib/matrixhostd";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// Where the store lives; shared by `serve` and the operator commands.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Config file (TOML). Keys: listen, state_dir, database_url, platform_domain,
+    /// master_key_file, rate_limit_per_second, rate_limit_burst, test_clock, [catalog].
+    #[arg(long, env = "MATRIXHOSTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory: the SQLite database, the master key and, later, homeserver volumes.
+    #[arg(long, env = "MATRIXHOSTD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// `postgres://user:pass@host/db` to use PostgreSQL instead of SQLite in the state dir.
+    #[arg(long, env = "MATRIXHOSTD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on; port 0 picks a free port (written to STATE_DIR/matrixhostd.addr).
+    #[arg(long, env = "MATRIXHOSTD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Bootstrap a verified `dev` organization and write its token to STATE_DIR/dev-token.
+    #[arg(long)]
+    pub dev: bool,
+    /// Let `POST /v1/_test/clock` move the clock forward (tests only).
+    #[arg(long)]
+    pub test_clock: bool,
+    /// Sustained requests per second allowed per API token.
+    #[arg(long, env = "MATRIXHOSTD_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Burst of requests allowed per API token.
+    #[arg(long, env = "MATRIXHOSTD_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    state_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    platform_domain: Option<String>,
+    master_key_file: Option<PathBuf>,
+    rate_limit_per_second: Option<f64>,
+    rate_limit_burst: Option<u32>,
+    test_clock: Option<bool>,
+    catalog: Option<Catalog>,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub database_url: String,
+    /// Default server names are `<homeserver>.<org>.<platform_domain>`.
+    pub platform_domain: String,
+    pub master_key_file: PathBuf,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: u32,
+    pub test_clock: bool,
+    pub dev: bool,
+    pub catalog: Catalog,
+}
+
+fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+pub fn default_catalog() -> Catalog {
+    toml::from_str(DEFAULT_CATALOG).expect("the built-in catalog parses")
+}
+
+impl Settings {
+    pub fn for_store(args: &StoreArgs) -> anyhow::Result<Settings> {
+        Self::resolve(&ServeArgs {
+            store: args.clone(),
+            listen: None,
+            dev: false,
+            test_clock: false,
+            rate_limit_per_second: None,
+            rate_limit_burst: None,
+        })
+    }
+
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file = load_file(args.store.config.as_deref())?;
+        let state_dir = args.store.state_dir.clone().or(file.state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        let database_url = args
+            .store
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| crate::db::sqlite_url(&state_dir));
+        let catalog = file.catalog.unwrap_or_else(default_catalog);
+        catalog.check().map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))?;
+        let rate_limit_per_second = args.rate_limit_per_second.or(file.rate_limit_per_second).unwrap_or(20.0);
+        anyhow::ensure!(rate_limit_per_second > 0.0, "rate_limit_per_second must be positive");
+        Ok(Settings {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid")),
+            master_key_file: file.master_key_file.unwrap_or_else(|| state_dir.join("master.key")),
+            state_dir,
+            database_url,
+            platform_domain: file.platform_domain.unwrap_or_else(|| "matrixhost.localhost".into()),
+            rate_limit_per_second,
+            rate_limit_burst: args.rate_limit_burst.or(file.rate_limit_burst).unwrap_or(100).max(1),
+            test_clock: args.test_clock || file.test_clock.unwrap_or(false),
+            dev: args.dev,
+            catalog,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_catalog_is_valid_and_us_only() {
+        let c = default_catalog();
+        c.check().unwrap();
+        assert_eq!(c.available_region_codes(), ["us-east-1", "us-east-2", "us-west-1", "us-west-2"]);
+        assert!(c.regions.iter().any(|r| r.country != "US" && !r.available));
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("mh-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("matrixhostd.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nstate_dir = \"/tmp/x\"\nplatform_domain = \"example.net\"\n").unwrap();
+        let mut args = ServeArgs {
+            store: StoreArgs { config: Some(file.clone()), state_dir: None, database_url: None },
+            listen: None,
+            dev: false,
+            test_clock: false,
+            rate_limit_per_second: None,
+            rate_limit_burst: None,
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.platform_domain, "example.net");
+        assert!(s.database_url.starts_with("sqlite:///tmp/x/"));
+        args.listen = Some("127.0.0.1:1234".parse().unwrap());
+        assert_eq!(Settings::resolve(&args).unwrap().listen.port(), 1234);
+        std::fs::write(&file, "bogus = 1\n").unwrap();
+        assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn an_available_international_region_is_refused() {
+        let mut c = default_catalog();
+        c.regions.iter_mut().find(|r| r.code == "eu-west-1").unwrap().available = true;
+        assert!(c.check().unwrap_err().message.contains("R1"));
+    }
+}

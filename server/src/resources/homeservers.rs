@@ -1,0 +1,346 @@
+//! `/v1/homeservers`: hosted homeservers (R1, R2, R9, R20, R22). Table `homeservers`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use matrixhost_api::{
+    Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverSettings, HomeserverStatus,
+    HomeserverUpdate, Page, Registration, RegistrationPolicy, ServerName, Volume, VolumeSizeGb,
+};
+use sqlx::any::AnyRow;
+
+use crate::db::{is_unique_violation, lock_row, ts, RowExt, Tx};
+use crate::error::{AppError, AppResult};
+use crate::http::{ApiJson, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
+use crate::idempotency::{self, Begun};
+use crate::resources::billing_plans::{self, Subscription};
+use crate::App;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/homeservers", get(list).post(create))
+        .route("/v1/homeservers/{homeserver_id}", get(read).put(update).delete(remove))
+}
+
+const COLUMNS: &str = "id, name, server_name, region, billing_plan_id, federation_enabled, registration, allowed_email_domains, \
+    guest_access, encryption_by_default, deletion_protection, volume_size_gb, dc_entity_name, dc_admin_email, status, \
+    status_reason, client_url, privacy_notice_url, terms_version, terms_accepted_at, created_at, updated_at, version";
+
+fn from_row(r: &AnyRow) -> anyhow::Result<Homeserver> {
+    let domains: Vec<EmailDomain> = serde_json::from_str(&r.text("allowed_email_domains")?)?;
+    Ok(Homeserver {
+        id: r.text("id")?,
+        name: r.parsed("name")?,
+        server_name: r.parsed("server_name")?,
+        region: r.parsed("region")?,
+        billing_plan_id: r.text("billing_plan_id")?,
+        federation_enabled: r.flag("federation_enabled")?,
+        registration: Registration::parse(&r.text("registration")?).map_err(anyhow::Error::msg)?,
+        allowed_email_domains: domains,
+        guest_access: r.flag("guest_access")?,
+        encryption_by_default: r.flag("encryption_by_default")?,
+        deletion_protection: r.flag("deletion_protection")?,
+        volume: Volume { size_gb: VolumeSizeGb::parse(r.int("volume_size_gb")?).map_err(anyhow::Error::msg)?, encrypted: Default::default() },
+        data_controller: DataController { entity_name: r.parsed("dc_entity_name")?, admin_email: r.parsed("dc_admin_email")? },
+        status: HomeserverStatus::parse(&r.text("status")?).ok_or_else(|| anyhow::anyhow!("bad status"))?,
+        status_reason: r.opt_text("status_reason")?,
+        client_url: r.opt_text("client_url")?,
+        privacy_notice_url: r.opt_text("privacy_notice_url")?,
+        terms_version: r.text("terms_version")?,
+        terms_accepted_at: r.time("terms_accepted_at")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        version: r.int("version")?,
+    })
+}
+
+/// A homeserver of the caller's organization.
+pub async fn load(tx: &mut Tx<'_>, org_id: &str, id: &str) -> AppResult<Option<Homeserver>> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM homeservers WHERE id = $1 AND org_id = $2"))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn load_or_404(tx: &mut Tx<'_>, caller: &Caller, id: &str) -> AppResult<Homeserver> {
+    load(tx, &caller.org_id, id).await?.ok_or_else(|| AppError::not_found("homeserver"))
+}
+
+/// What the billing rules need to know about the homeserver on a subscription.
+pub struct OnPlan {
+    pub id: String,
+    pub name: String,
+    pub volume_size_gb: VolumeSizeGb,
+    pub encryption_by_default: bool,
+    pub reserved_users: u64,
+}
+
+pub async fn on_billing_plan(tx: &mut Tx<'_>, billing_plan_id: &str) -> AppResult<Option<OnPlan>> {
+    let row = sqlx::query(
+        "SELECT h.id, h.name, h.volume_size_gb, h.encryption_by_default, \
+         (SELECT COUNT(*) FROM reserved_users r WHERE r.homeserver_id = h.id) AS reserved \
+         FROM homeservers h WHERE h.billing_plan_id = $1",
+    )
+    .bind(billing_plan_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(OnPlan {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        volume_size_gb: VolumeSizeGb::parse(r.int("volume_size_gb")?).map_err(anyhow::Error::msg)?,
+        encryption_by_default: r.flag("encryption_by_default")?,
+        reserved_users: r.int("reserved")?.max(0) as u64,
+    }))
+}
+
+/// The settings' rules: R9 registration, and the plan-dependent R5 storage limit and R22,
+/// checked against every plan the subscription is or will be on.
+fn check_settings(s: &HomeserverSettings, sub: &Subscription, catalog: &Catalog) -> AppResult<RegistrationPolicy> {
+    let policy = RegistrationPolicy::new(s.registration, s.allowed_email_domains.clone())
+        .map_err(|e| AppError::rule("allowed_email_domains", e))?;
+    for plan in sub.binding_plans(catalog)? {
+        plan.check_volume_size(s.volume.size_gb).map_err(|e| AppError::rule("volume.size_gb", e))?;
+        plan.check_encryption_by_default(s.encryption_by_default).map_err(|e| AppError::rule("encryption_by_default", e))?;
+    }
+    Ok(policy)
+}
+
+async fn list(State(app): State<Arc<App>>, caller: Caller, params: ListParams) -> AppResult<axum::Json<Page<Homeserver>>> {
+    let name = params.filters.get("name").cloned().unwrap_or_default();
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM homeservers WHERE org_id = $1 AND id > $2 AND ($3 = '' OR name = $3) ORDER BY id LIMIT $4"
+    ))
+    .bind(&caller.org_id)
+    .bind(params.after_id())
+    .bind(&name)
+    .bind(params.fetch())
+    .fetch_all(&app.db)
+    .await?;
+    let items = rows.iter().map(from_row).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(axum::Json(params.page(items, |h| &h.id)))
+}
+
+async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Versioned<Homeserver>> {
+    let mut tx = app.db.begin().await?;
+    let hs = load_or_404(&mut tx, &caller, &id).await?;
+    let version = hs.version;
+    Ok(Versioned::ok(hs, version))
+}
+
+/// The default server name: `<homeserver>.<organization>.<platform domain>`.
+fn default_server_name(body: &HomeserverCreate, caller: &Caller, platform_domain: &str) -> AppResult<ServerName> {
+    ServerName::parse(&format!("{}.{}.{}", body.name, caller.org_name, platform_domain)).map_err(|e| AppError::rule("server_name", e))
+}
+
+async fn create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<HomeserverCreate>,
+) -> AppResult<Response> {
+    let catalog = &app.settings.catalog;
+    // R1
+    catalog.available_region(&body.region).map_err(|e| AppError::rule("region", e))?;
+    let fingerprint = idempotency::fingerprint("POST /v1/homeservers", &body);
+    let mut tx = match idempotency::begin(&app, &caller, &key, &fingerprint).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    let now = app.clock.now();
+    let sub = billing_plans::load(&mut tx, &caller.org_id, &body.billing_plan_id, now)
+        .await?
+        .ok_or_else(|| AppError::field("billing_plan_id", format!("billing plan `{}` not found", body.billing_plan_id)))?;
+    let settings = body.settings();
+    let policy = check_settings(&settings, &sub, catalog)?;
+    if let Some(other) = on_billing_plan(&mut tx, &sub.id).await? {
+        return Err(AppError::conflict(
+            "conflict",
+            format!("billing plan {} already pays for homeserver `{}` ({}); each homeserver needs its own billing plan", sub.id, other.name, other.id),
+        )
+        .with_field("billing_plan_id"));
+    }
+    let server_name = match &body.server_name {
+        Some(s) => s.clone(),
+        None => default_server_name(&body, &caller, &app.settings.platform_domain)?,
+    };
+    check_unique(&mut tx, &caller, &body.name, &server_name).await?;
+    let hs = Homeserver {
+        id: crate::ids::new_id("hs"),
+        name: body.name.clone(),
+        server_name,
+        region: body.region.clone(),
+        billing_plan_id: sub.id.clone(),
+        federation_enabled: settings.federation_enabled,
+        registration: policy.mode,
+        allowed_email_domains: policy.allowed_email_domains,
+        guest_access: settings.guest_access,
+        encryption_by_default: settings.encryption_by_default,
+        deletion_protection: settings.deletion_protection,
+        volume: settings.volume,
+        data_controller: settings.data_controller,
+        // The runtime moves it on; until then it waits here.
+        status: HomeserverStatus::Provisioning,
+        status_reason: None,
+        client_url: None,
+        privacy_notice_url: None,
+        // R20: creating the homeserver accepts the current customer terms.
+        terms_version: catalog.terms_version.clone(),
+        terms_accepted_at: now,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    insert(&mut tx, &caller, &hs).await?;
+    tracing::info!(homeserver_id = %hs.id, name = %hs.name, region = %hs.region, "created homeserver");
+    let version = hs.version;
+    idempotency::finish(tx, &caller, &key, Versioned::created(hs, version)).await
+}
+
+/// Names are unique in the organization and server names everywhere.
+async fn check_unique(tx: &mut Tx<'_>, caller: &Caller, name: &matrixhost_api::HomeserverName, server_name: &ServerName) -> AppResult<()> {
+    let same_name: Option<String> = sqlx::query_scalar("SELECT id FROM homeservers WHERE org_id = $1 AND name = $2")
+        .bind(&caller.org_id)
+        .bind(name.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(id) = same_name {
+        return Err(AppError::conflict("conflict", format!("homeserver `{name}` already exists ({id})")).with_field("name"));
+    }
+    let same_server: Option<String> = sqlx::query_scalar("SELECT id FROM homeservers WHERE server_name = $1")
+        .bind(server_name.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if same_server.is_some() {
+        return Err(AppError::conflict("conflict", format!("server name `{server_name}` is taken")).with_field("server_name"));
+    }
+    Ok(())
+}
+
+async fn insert(tx: &mut Tx<'_>, caller: &Caller, hs: &Homeserver) -> AppResult<()> {
+    let result = sqlx::query(&format!(
+        "INSERT INTO homeservers (org_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+    ))
+    .bind(&caller.org_id)
+    .bind(&hs.id)
+    .bind(hs.name.as_str())
+    .bind(hs.server_name.as_str())
+    .bind(hs.region.as_str())
+    .bind(&hs.billing_plan_id)
+    .bind(i64::from(hs.federation_enabled))
+    .bind(hs.registration.as_str())
+    .bind(serde_json::to_string(&hs.allowed_email_domains).map_err(AppError::internal)?)
+    .bind(i64::from(hs.guest_access))
+    .bind(i64::from(hs.encryption_by_default))
+    .bind(i64::from(hs.deletion_protection))
+    .bind(i64::from(hs.volume.size_gb.get()))
+    .bind(hs.data_controller.entity_name.as_str())
+    .bind(hs.data_controller.admin_email.as_str())
+    .bind(hs.status.as_str())
+    .bind(hs.status_reason.clone())
+    .bind(hs.client_url.clone())
+    .bind(hs.privacy_notice_url.clone())
+    .bind(&hs.terms_version)
+    .bind(ts(hs.terms_accepted_at))
+    .bind(ts(hs.created_at))
+    .bind(ts(hs.updated_at))
+    .bind(hs.version)
+    .execute(&mut **tx)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(AppError::conflict(
+            "conflict",
+            format!("a homeserver named `{}` or with server name `{}` already exists", hs.name, hs.server_name),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn update(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    ApiJson(body): ApiJson<HomeserverUpdate>,
+) -> AppResult<Versioned<Homeserver>> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    lock_row(&mut tx, "homeservers", &id).await?;
+    let mut hs = load_or_404(&mut tx, &caller, &id).await?;
+    if_match.check(hs.version, "homeserver")?;
+    let sub = billing_plans::load(&mut tx, &caller.org_id, &hs.billing_plan_id, now)
+        .await?
+        .ok_or_else(|| AppError::internal(format!("homeserver {id} has no billing plan")))?;
+    let policy = check_settings(&body, &sub, &app.settings.catalog)?;
+    if body.volume.size_gb < hs.volume.size_gb {
+        return Err(AppError::field(
+            "volume.size_gb",
+            format!("volumes only grow: {} GB is smaller than the current {} GB", body.volume.size_gb, hs.volume.size_gb),
+        ));
+    }
+    let stored_version = hs.version;
+    hs.federation_enabled = body.federation_enabled;
+    hs.registration = policy.mode;
+    hs.allowed_email_domains = policy.allowed_email_domains;
+    hs.guest_access = body.guest_access;
+    hs.encryption_by_default = body.encryption_by_default;
+    hs.deletion_protection = body.deletion_protection;
+    hs.volume = body.volume;
+    hs.data_controller = body.data_controller;
+    hs.updated_at = now;
+    hs.version += 1;
+    let done = sqlx::query(
+        "UPDATE homeservers SET federation_enabled = $1, registration = $2, allowed_email_domains = $3, guest_access = $4, \
+         encryption_by_default = $5, deletion_protection = $6, volume_size_gb = $7, dc_entity_name = $8, dc_admin_email = $9, \
+         updated_at = $10, version = $11 WHERE id = $12 AND version = $13",
+    )
+    .bind(i64::from(hs.federation_enabled))
+    .bind(hs.registration.as_str())
+    .bind(serde_json::to_string(&hs.allowed_email_domains).map_err(AppError::internal)?)
+    .bind(i64::from(hs.guest_access))
+    .bind(i64::from(hs.encryption_by_default))
+    .bind(i64::from(hs.deletion_protection))
+    .bind(i64::from(hs.volume.size_gb.get()))
+    .bind(hs.data_controller.entity_name.as_str())
+    .bind(hs.data_controller.admin_email.as_str())
+    .bind(ts(now))
+    .bind(hs.version)
+    .bind(&hs.id)
+    .bind(stored_version)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(AppError::conflict("version_conflict", "homeserver changed concurrently; read it again and retry"));
+    }
+    tx.commit().await?;
+    tracing::info!(homeserver_id = %hs.id, "updated homeserver");
+    let version = hs.version;
+    Ok(Versioned::ok(hs, version))
+}
+
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
+    let mut tx = app.db.begin().await?;
+    lock_row(&mut tx, "homeservers", &id).await?;
+    let hs = load_or_404(&mut tx, &caller, &id).await?;
+    if_match.check(hs.version, "homeserver")?;
+    if hs.deletion_protection {
+        return Err(AppError::conflict(
+            "deletion_protected",
+            format!("homeserver `{}` has deletion_protection = true; set it to false before deleting", hs.name),
+        ));
+    }
+    // Its reserved users and backup policy go with it; its backups stay until they expire (R4).
+    sqlx::query("DELETE FROM reserved_users WHERE homeserver_id = $1").bind(&hs.id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM backup_policies WHERE homeserver_id = $1").bind(&hs.id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM homeservers WHERE id = $1").bind(&hs.id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(homeserver_id = %hs.id, "deleted homeserver");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,254 @@
+//! `/v1/homeservers/{id}/reserved-users`: users holding slots inside the MAU cap (R8).
+//! Table `reserved_users`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use matrixhost_api::{check_reserved_within_cap, Email, Homeserver, Page, ReservedUser, ReservedUserCreate, ReservedUserUpdate};
+use sqlx::any::AnyRow;
+
+use crate::db::{is_unique_violation, lock_row, ts, RowExt, Tx};
+use crate::error::{AppError, AppResult};
+use crate::http::{ApiJson, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
+use crate::idempotency::{self, Begun};
+use crate::resources::{billing_plans, homeservers};
+use crate::App;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/homeservers/{homeserver_id}/reserved-users", get(list).post(create))
+        .route("/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}", get(read).put(update).delete(remove))
+}
+
+const COLUMNS: &str = "r.id, r.homeserver_id, r.email, r.localpart, r.display_name, r.admin, r.created_at, r.updated_at, r.version, h.server_name";
+
+fn from_row(r: &AnyRow) -> anyhow::Result<ReservedUser> {
+    let localpart: Option<matrixhost_api::Localpart> = r.opt_parsed("localpart")?;
+    let server_name = r.text("server_name")?;
+    Ok(ReservedUser {
+        id: r.text("id")?,
+        homeserver_id: r.text("homeserver_id")?,
+        email: r.parsed("email")?,
+        user_id: localpart.as_ref().map(|l| matrix_user_id(l.as_str(), &server_name)),
+        localpart,
+        display_name: r.opt_parsed("display_name")?,
+        admin: r.flag("admin")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        version: r.int("version")?,
+    })
+}
+
+fn matrix_user_id(localpart: &str, server_name: &str) -> String {
+    format!("@{localpart}:{server_name}")
+}
+
+async fn load_or_404(tx: &mut Tx<'_>, caller: &Caller, homeserver_id: &str, id: &str) -> AppResult<ReservedUser> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.id = $1 AND r.homeserver_id = $2 AND r.org_id = $3"
+    ))
+    .bind(id)
+    .bind(homeserver_id)
+    .bind(&caller.org_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(from_row).transpose()?.ok_or_else(|| AppError::not_found("reserved user"))
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(homeserver_id): Path<String>,
+    params: ListParams,
+) -> AppResult<axum::Json<Page<ReservedUser>>> {
+    let mut tx = app.db.begin().await?;
+    homeservers::load_or_404(&mut tx, &caller, &homeserver_id).await?;
+    let email = match params.filters.get("email") {
+        Some(raw) => Email::parse(raw).map_err(|e| AppError::rule("email", e))?.to_string(),
+        None => String::new(),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.homeserver_id = $1 AND r.org_id = $2 AND r.id > $3 AND ($4 = '' OR r.email = $4) ORDER BY r.id LIMIT $5"
+    ))
+    .bind(&homeserver_id)
+    .bind(&caller.org_id)
+    .bind(params.after_id())
+    .bind(&email)
+    .bind(params.fetch())
+    .fetch_all(&mut *tx)
+    .await?;
+    let items = rows.iter().map(from_row).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(axum::Json(params.page(items, |u| &u.id)))
+}
+
+async fn read(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((homeserver_id, id)): Path<(String, String)>,
+) -> AppResult<Versioned<ReservedUser>> {
+    let mut tx = app.db.begin().await?;
+    let user = load_or_404(&mut tx, &caller, &homeserver_id, &id).await?;
+    let version = user.version;
+    Ok(Versioned::ok(user, version))
+}
+
+// R8: reserved users hold slots inside the cap, so one more must still fit under it, for the
+// plan in force and for a downgrade already scheduled.
+async fn check_cap(app: &App, tx: &mut Tx<'_>, caller: &Caller, hs: &Homeserver) -> AppResult<()> {
+    let sub = billing_plans::load(tx, &caller.org_id, &hs.billing_plan_id, app.clock.now())
+        .await?
+        .ok_or_else(|| AppError::internal(format!("homeserver {} has no billing plan", hs.id)))?;
+    let (cap, plan) = sub.binding_cap(&app.settings.catalog)?;
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reserved_users WHERE homeserver_id = $1")
+        .bind(&hs.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    check_reserved_within_cap(existing.max(0) as u64 + 1, cap).map_err(|e| {
+        AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "mau_cap_exceeded",
+            format!(
+                "{} (homeserver `{}` on the {} plan with {} additional users); raise additional_users or upgrade the plan",
+                e.message, hs.name, plan.tier, sub.additional_users
+            ),
+        )
+    })
+}
+
+async fn create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(homeserver_id): Path<String>,
+    ApiJson(body): ApiJson<ReservedUserCreate>,
+) -> AppResult<Response> {
+    let fingerprint = idempotency::fingerprint(&format!("POST /v1/homeservers/{homeserver_id}/reserved-users"), &body);
+    let mut tx = match idempotency::begin(&app, &caller, &key, &fingerprint).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Fresh(tx) => tx,
+    };
+    // Serialises creates on one homeserver (and plan changes) so two cannot both take the last slot.
+    lock_row(&mut tx, "homeservers", &homeserver_id).await?;
+    let hs = homeservers::load_or_404(&mut tx, &caller, &homeserver_id).await?;
+    lock_row(&mut tx, "billing_plans", &hs.billing_plan_id).await?;
+    check_unique(&mut tx, &hs, &body).await?;
+    check_cap(&app, &mut tx, &caller, &hs).await?;
+    let now = app.clock.now();
+    let id = crate::ids::new_id("ru");
+    // Kept only until the runtime creates the account, sealed to this record.
+    let sealed_password = body.initial_password.as_ref().map(|p| app.sealer.seal(p.expose().as_bytes(), &id)).transpose()?;
+    let inserted = sqlx::query(
+        "INSERT INTO reserved_users (id, org_id, homeserver_id, email, localpart, display_name, admin, initial_password_sealed, created_at, updated_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&id)
+    .bind(&caller.org_id)
+    .bind(&hs.id)
+    .bind(body.email.as_str())
+    .bind(body.localpart.as_ref().map(|l| l.to_string()))
+    .bind(body.display_name.as_ref().map(|d| d.to_string()))
+    .bind(i64::from(body.admin))
+    .bind(sealed_password)
+    .bind(ts(now))
+    .bind(ts(now))
+    .bind(1_i64)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(AppError::conflict("conflict", format!("`{}` or its localpart is already reserved on this homeserver", body.email)))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let user = ReservedUser {
+        id,
+        homeserver_id: hs.id.clone(),
+        email: body.email,
+        user_id: body.localpart.as_ref().map(|l| matrix_user_id(l.as_str(), hs.server_name.as_str())),
+        localpart: body.localpart,
+        display_name: body.display_name,
+        admin: body.admin,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    tracing::info!(homeserver_id = %hs.id, reserved_user_id = %user.id, "created reserved user");
+    idempotency::finish(tx, &caller, &key, Versioned::created(user, 1)).await
+}
+
+/// One reservation per email and per localpart on a homeserver.
+async fn check_unique(tx: &mut Tx<'_>, hs: &Homeserver, body: &ReservedUserCreate) -> AppResult<()> {
+    let by_email: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND email = $2")
+        .bind(&hs.id)
+        .bind(body.email.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(id) = by_email {
+        return Err(AppError::conflict("conflict", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)).with_field("email"));
+    }
+    if let Some(localpart) = &body.localpart {
+        let by_localpart: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND localpart = $2")
+            .bind(&hs.id)
+            .bind(localpart.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(id) = by_localpart {
+            return Err(AppError::conflict("conflict", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name)).with_field("localpart"));
+        }
+    }
+    Ok(())
+}
+
+async fn update(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((homeserver_id, id)): Path<(String, String)>,
+    if_match: IfMatch,
+    ApiJson(body): ApiJson<ReservedUserUpdate>,
+) -> AppResult<Versioned<ReservedUser>> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let mut user = load_or_404(&mut tx, &caller, &homeserver_id, &id).await?;
+    if_match.check(user.version, "reserved user")?;
+    let done = sqlx::query("UPDATE reserved_users SET display_name = $1, admin = $2, updated_at = $3, version = $4 WHERE id = $5 AND version = $6")
+        .bind(body.display_name.as_ref().map(|d| d.to_string()))
+        .bind(i64::from(body.admin))
+        .bind(ts(now))
+        .bind(user.version + 1)
+        .bind(&user.id)
+        .bind(user.version)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(AppError::conflict("version_conflict", "reserved user changed concurrently; read it again and retry"));
+    }
+    tx.commit().await?;
+    user.display_name = body.display_name;
+    user.admin = body.admin;
+    user.updated_at = now;
+    user.version += 1;
+    let version = user.version;
+    Ok(Versioned::ok(user, version))
+}
+
+async fn remove(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((homeserver_id, id)): Path<(String, String)>,
+    if_match: IfMatch,
+) -> AppResult<StatusCode> {
+    let mut tx = app.db.begin().await?;
+    let user = load_or_404(&mut tx, &caller, &homeserver_id, &id).await?;
+    if_match.check(user.version, "reserved user")?;
+    sqlx::query("DELETE FROM reserved_users WHERE id = $1").bind(&user.id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(reserved_user_id = %user.id, "deleted reserved user; its slot is free");
+    Ok(StatusCode::NO_CONTENT)
+}
