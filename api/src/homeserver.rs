@@ -178,3 +178,19 @@ pub struct Homeserver {
     /// Optimistic-concurrency version; send it back as `If-Match`.
     pub version: i64,
 }
+
+/// Server-level usage of a homeserver (R23): counts and sizes only, never message contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HomeserverUsage {
+    pub homeserver_id: String,
+    /// Users active in the last 30 days whose accounts are past the trial period (R6).
+    pub monthly_active_users: u64,
+    /// The MAU cap in force (R5, R10).
+    pub mau_cap: u32,
+    /// Registered, non-deactivated, non-guest users.
+    pub registered_users: u64,
+    /// Bytes used on the homeserver's encrypted volume.
+    pub volume_bytes_used: u64,
+    pub volume_size_bytes: u64,
+    pub measured_at: DateTime<Utc>,
+}

@@ -17,6 +17,8 @@ struct Endpoint {
     body: Option<Value>,
     /// Success status and schema (None: no body).
     ok: (u16, Option<Value>),
+    /// Another success response, when there are two.
+    also_ok: Option<(u16, &'static str, Option<Value>)>,
     /// Whether the endpoint is a paginated list.
     list: bool,
     /// Whether `Idempotency-Key` applies (creates).
@@ -52,6 +54,7 @@ fn endpoint(method: &'static str, path: &'static str, operation_id: &'static str
         summary,
         body: None,
         ok: (200, None),
+        also_ok: None,
         list: false,
         idempotent: false,
         if_match: false,
@@ -111,8 +114,14 @@ fn crud(b: &mut Builder, c: Crud, resource: Value, page: Value, create: Value, u
     b.add(endpoint("get", c.collection, c.list_op, leak(format!("List {}s", c.noun))).returns(200, page).list().query(list_query));
     b.add(endpoint("post", c.collection, c.create_op, leak(format!("Create a {}", c.noun))).body(create).returns(201, resource.clone()).create());
     b.add(endpoint("get", c.item, c.get_op, leak(format!("Read a {}", c.noun))).returns(200, resource.clone()));
+    let resource_for_202 = resource.clone();
     b.add(endpoint("put", c.item, c.update_op, leak(format!("Update a {}", c.noun))).body(update).returns(200, resource).if_match());
     b.add(endpoint("delete", c.item, c.delete_op, leak(format!("Delete a {}", c.noun))).no_content().if_match());
+    if c.noun == "homeserver" {
+        // With the runtime, deletion is long work: 202 and status `deleting`, then 404.
+        let last = b.endpoints.last_mut().expect("just added");
+        last.also_ok = Some((202, "Accepted: status `deleting` until the runtime has torn it down; then reads answer 404", Some(resource_for_202)));
+    }
 }
 
 fn leak(s: String) -> &'static str {
@@ -149,6 +158,9 @@ pub fn document() -> Value {
         create_op: "create_homeserver", list_op: "list_homeservers", get_op: "get_homeserver",
         update_op: "update_homeserver", delete_op: "delete_homeserver",
     }, r, p, c, u, &[("name", "Only the homeserver with this name")]);
+
+    let usage = b.schema::<HomeserverUsage>();
+    b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/usage", "get_homeserver_usage", "Server-level usage: MAU, registered users, volume bytes (R23)").returns(200, usage));
 
     let (r, p, c, u) = (b.schema::<ReservedUser>(), b.schema::<Page<ReservedUser>>(), b.schema::<ReservedUserCreate>(), b.schema::<ReservedUserUpdate>());
     crud(&mut b, Crud {
@@ -220,6 +232,13 @@ fn operation(e: &Endpoint, error: &Value) -> Value {
         None => json!({"description": "Success, no content"}),
     };
     responses.insert(e.ok.0.to_string(), ok);
+    if let Some((status, description, schema)) = &e.also_ok {
+        let mut response = json!({"description": description});
+        if let Some(schema) = schema {
+            response["content"] = json!({"application/json": {"schema": schema}});
+        }
+        responses.insert(status.to_string(), response);
+    }
     for (status, why) in error_statuses(e) {
         responses.insert(status.to_string(), json!({"description": why, "content": {"application/json": {"schema": error}}}));
     }

@@ -4,10 +4,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
 use matrixhost_api::Catalog;
 use serde::Deserialize;
+
+use crate::runtime::RuntimeSettings;
 
 const DEFAULT_CATALOG: &str = include_str!("default_catalog.toml");
 const DEFAULT_STATE_DIR: &str = "/var/lib/matrixhostd";
@@ -41,6 +45,12 @@ pub struct ServeArgs {
     /// Let `POST /v1/_test/clock` move the clock forward (tests only).
     #[arg(long)]
     pub test_clock: bool,
+    /// Record homeservers without running them (API-only tests and machines without root).
+    #[arg(long)]
+    pub no_runtime: bool,
+    /// R6 trial period in days before a new user counts toward the MAU cap (default 2).
+    #[arg(long, env = "MATRIXHOSTD_MAU_TRIAL_DAYS")]
+    pub mau_trial_days: Option<u32>,
     /// Sustained requests per second allowed per API token.
     #[arg(long, env = "MATRIXHOSTD_RATE_LIMIT_PER_SECOND")]
     pub rate_limit_per_second: Option<f64>,
@@ -62,6 +72,9 @@ struct FileConfig {
     rate_limit_burst: Option<u32>,
     test_clock: Option<bool>,
     catalog: Option<Catalog>,
+    synapse_python: Option<PathBuf>,
+    homeserver_ports: Option<[u16; 2]>,
+    mau_trial_days: Option<u32>,
 }
 
 /// Everything resolved.
@@ -78,12 +91,22 @@ pub struct Settings {
     pub test_clock: bool,
     pub dev: bool,
     pub catalog: Catalog,
+    /// How homeservers are run; `None` with `--no-runtime`.
+    pub runtime: Option<RuntimeSettings>,
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     let Some(path) = path else { return Ok(FileConfig::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// The project's Synapse venv next to the binary's checkout, else the packaged location.
+fn default_synapse_python() -> PathBuf {
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors().find(|dir| dir.join(".tools/synapse-venv/bin/python").exists()).map(|d| d.join(".tools/synapse-venv/bin/python"))
+    });
+    from_exe.unwrap_or_else(|| PathBuf::from("/opt/matrixhost/synapse-venv/bin/python"))
 }
 
 pub fn default_catalog() -> Catalog {
@@ -99,6 +122,8 @@ impl Settings {
             test_clock: false,
             rate_limit_per_second: None,
             rate_limit_burst: None,
+            no_runtime: true,
+            mau_trial_days: None,
         })
     }
 
@@ -115,7 +140,15 @@ impl Settings {
         catalog.check().map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))?;
         let rate_limit_per_second = args.rate_limit_per_second.or(file.rate_limit_per_second).unwrap_or(20.0);
         anyhow::ensure!(rate_limit_per_second > 0.0, "rate_limit_per_second must be positive");
+        let runtime = (!args.no_runtime).then(|| RuntimeSettings {
+            synapse_python: file.synapse_python.clone().unwrap_or_else(default_synapse_python),
+            port_range: file.homeserver_ports.map(|[a, b]| (a, b)).unwrap_or((18000, 18999)),
+            mau_trial_days: args.mau_trial_days.or(file.mau_trial_days).unwrap_or(2),
+            start_timeout: Duration::from_secs(60),
+            interval: Duration::from_secs(5),
+        });
         Ok(Settings {
+            runtime,
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid")),
             master_key_file: file.master_key_file.unwrap_or_else(|| state_dir.join("master.key")),
             state_dir,
@@ -155,6 +188,8 @@ mod tests {
             test_clock: false,
             rate_limit_per_second: None,
             rate_limit_burst: None,
+            no_runtime: true,
+            mau_trial_days: None,
         };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.listen.port(), 9999);

@@ -13,7 +13,10 @@ pub type Db = AnyPool;
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// Migrations in order. Each runs once, inside a transaction, on either backend.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "runtime", include_str!("../migrations/0002_runtime.sql")),
+];
 
 /// Which database the URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

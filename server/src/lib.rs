@@ -9,7 +9,9 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod operator;
 pub mod resources;
+pub mod runtime;
 
 use std::sync::Arc;
 
@@ -30,9 +32,25 @@ pub struct App {
     pub rate_limiter: RateLimiter,
     pub sealer: Sealer,
     pub last_used: auth::LastUsed,
+    /// Test hook: injected responses (`POST /v1/_test/faults`, only with `--test-clock`).
+    pub faults: Faults,
+    /// Wakes the runtime's reconciler after a change.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// The homeserver runtime, unless started with `--no-runtime`.
+    pub runtime: std::sync::OnceLock<Arc<runtime::Runtime>>,
 }
 
 impl App {
+    /// Tells the runtime that desired state changed.
+    pub fn changed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether homeservers are really run (false with `--no-runtime`).
+    pub fn hosts_homeservers(&self) -> bool {
+        self.settings.runtime.is_some()
+    }
+
     /// Opens the state directory, the database (migrating it) and the master key.
     pub async fn open(settings: Settings) -> anyhow::Result<App> {
         std::fs::create_dir_all(&settings.state_dir)
@@ -46,8 +64,30 @@ impl App {
             rate_limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             sealer,
             last_used: auth::LastUsed::default(),
+            faults: Faults::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            runtime: std::sync::OnceLock::new(),
             settings,
         })
+    }
+}
+
+/// Injected responses for tests: the next `count` requests under `path_prefix` get `status`.
+#[derive(Debug, Default)]
+pub struct Faults(std::sync::Mutex<Vec<(String, axum::http::StatusCode, u32)>>);
+
+impl Faults {
+    pub fn arm(&self, path_prefix: String, status: axum::http::StatusCode, count: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((path_prefix, status, count));
+    }
+
+    fn take(&self, path: &str) -> Option<axum::http::StatusCode> {
+        let mut faults = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fault = faults.iter_mut().find(|(prefix, _, count)| *count > 0 && path.starts_with(prefix.as_str()))?;
+        fault.2 -= 1;
+        let status = fault.1;
+        faults.retain(|(_, _, count)| *count > 0);
+        Some(status)
     }
 }
 
@@ -63,6 +103,13 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
     let app = Arc::new(app);
     if app.settings.dev {
         auth::bootstrap_dev(&app).await?;
+    }
+    if let Some(runtime_settings) = app.settings.runtime.clone() {
+        let runtime = runtime::Runtime::new(app.clone(), runtime_settings)?;
+        let _ = app.runtime.set(runtime.clone());
+        tokio::spawn(runtime.run());
+    } else {
+        tracing::warn!("started with --no-runtime: homeservers are recorded but not run");
     }
     let listener = tokio::net::TcpListener::bind(app.settings.listen)
         .await

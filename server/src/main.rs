@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use matrixhost_api::{Email, OrgName};
 use matrixhost_server::config::{ServeArgs, Settings, StoreArgs};
-use matrixhost_server::{auth, db, App};
+use matrixhost_server::{auth, db, operator, App};
 
 #[derive(Parser)]
 #[command(name = "matrixhostd", version, about = "The matrixhost hosting control plane")]
@@ -22,6 +22,12 @@ enum Command {
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Operator actions on homeservers (R12).
+    #[command(subcommand)]
+    Homeserver(HomeserverCommand),
+    /// Operator actions on billing plans (R12).
+    #[command(subcommand)]
+    Billing(BillingCommand),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
     /// Print the OpenAPI document.
@@ -56,6 +62,40 @@ enum TokenCommand {
     },
     /// Revoke a token by id.
     Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum HomeserverCommand {
+    /// Block every login on a homeserver (R12); users see the reason.
+    Block {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lift an operator block.
+    Unblock {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Record a failed payment: the homeserver is blocked until it is paid (R12).
+    PaymentFailed {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Record that the outstanding payment was settled.
+    PaymentSettled {
         id: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -118,6 +158,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", org.id);
             Ok(())
         }
+        Command::Homeserver(HomeserverCommand::Block { id, reason, store }) => operator::block_homeserver(&open(&store).await?.db, &id, &reason).await,
+        Command::Homeserver(HomeserverCommand::Unblock { id, store }) => operator::unblock_homeserver(&open(&store).await?.db, &id).await,
+        Command::Billing(BillingCommand::PaymentFailed { id, store }) => operator::set_payment_status(&open(&store).await?.db, &id, true).await,
+        Command::Billing(BillingCommand::PaymentSettled { id, store }) => operator::set_payment_status(&open(&store).await?.db, &id, false).await,
         Command::Org(OrgCommand::Verify { name, store }) => auth::verify_org(&open(&store).await?.db, &name).await,
         Command::Token(TokenCommand::Create { org, create_org: create, email, verified, description, store }) => {
             let app = open(&store).await?;

@@ -241,9 +241,17 @@ pub struct ServerBuilder {
     state_dir: Option<TempDir>,
     database_url: Option<String>,
     owns_database: bool,
+    runtime: bool,
 }
 
 impl ServerBuilder {
+    /// Runs homeservers for real (root, loop devices and the Synapse venv). Without this the
+    /// server starts with `--no-runtime`: homeservers are recorded and stay `provisioning`.
+    pub fn with_runtime(mut self) -> Self {
+        self.runtime = true;
+        self
+    }
+
     /// An extra CLI argument after `serve --dev --listen ... --state-dir ...`.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
@@ -279,7 +287,7 @@ impl ServerBuilder {
 
     /// Starts the server and waits for `/healthz`; panics with the server log on failure.
     pub async fn start(self) -> TestServer {
-        let ServerBuilder { bin, backend, args, envs, state_dir, mut database_url, mut owns_database } = self;
+        let ServerBuilder { bin, backend, args, envs, state_dir, mut database_url, mut owns_database, runtime } = self;
         let dir = state_dir.unwrap_or_else(|| {
             tempfile::Builder::new().prefix("matrixhostd-test.").tempdir().expect("creating a state dir")
         });
@@ -300,6 +308,7 @@ impl ServerBuilder {
             dir: Some(dir),
             database_url,
             owns_database,
+            runtime,
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dev_token: String::new(),
@@ -321,6 +330,7 @@ pub struct TestServer {
     dir: Option<TempDir>,
     database_url: Option<String>,
     owns_database: bool,
+    runtime: bool,
     child: Option<Child>,
     addr: SocketAddr,
     dev_token: String,
@@ -349,6 +359,7 @@ impl TestServer {
             state_dir: None,
             database_url: None,
             owns_database: false,
+            runtime: false,
         }
     }
 
@@ -411,6 +422,34 @@ impl TestServer {
     /// Everything the server printed so far (all runs, for a restarted server).
     pub fn log(&self) -> String {
         fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// Everything the database holds, as bytes: for SQLite the database files of the state
+    /// directory (`matrixhost.db` and its `-wal`/`-shm`/`-journal` siblings), for PostgreSQL a
+    /// `pg_dump` of the server's database. Tests search it for secrets that must not be stored.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        match &self.database_url {
+            None => {
+                let mut bytes = Vec::new();
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let path = self.state_dir().join(format!("{SQLITE_FILE}{suffix}"));
+                    if let Ok(b) = fs::read(&path) {
+                        bytes.extend(b);
+                    }
+                }
+                assert!(!bytes.is_empty(), "no SQLite database at {}", self.state_dir().join(SQLITE_FILE).display());
+                bytes
+            }
+            Some(url) => {
+                let out = Command::new("pg_dump")
+                    .args(["--no-owner", url])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("running pg_dump");
+                assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+                out.stdout
+            }
+        }
     }
 
     /// A client that sends the dev token.
@@ -524,10 +563,29 @@ impl TestServer {
             "matrixhostd did not shut down gracefully on SIGTERM: {status}\n--- log ---\n{}",
             self.log()
         );
+        self.relaunch().await
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again after [`TestServer::kill`], on the same state and database.
+    pub async fn restart_after_kill(mut self) -> TestServer {
+        self.kill();
+        self.relaunch().await
+    }
+
+    async fn relaunch(mut self) -> TestServer {
         let mut builder = TestServer::builder(&self.bin, self.backend)
             .args(self.args.clone())
             .state_dir(self.dir.take().expect("state dir"));
         builder.envs = self.envs.clone();
+        builder.runtime = self.runtime;
         if let Some(url) = self.database_url.take() {
             builder = builder.database_url(url);
             builder.owns_database = std::mem::replace(&mut self.owns_database, false);
@@ -551,6 +609,9 @@ impl TestServer {
             cmd.args(["--database-url", url]);
         }
         remove_server_env(&mut cmd);
+        if !self.runtime {
+            cmd.arg("--no-runtime");
+        }
         cmd.args(&self.args)
             .env("RUST_LOG", "info")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -801,13 +862,15 @@ pub fn assert_invalid(resp: &Resp, field: &str) -> String {
     assert_api_error(resp, 422, None, Some(field))
 }
 
-/// A 400 or 422 that names `field` in `field` or in the message; returns the message.
+/// A 400 or 422 that names `field` in `field` (also as the last part of a JSON path) or in the
+/// message; returns the message.
 #[track_caller]
 pub fn assert_rejects_field(resp: &Resp, field: &str) -> String {
     let status = resp.0.as_u16();
     assert!(status == 400 || status == 422, "expected 400 or 422 naming `{field}`, got {}", show(resp));
     let message = assert_api_error(resp, status, None, None);
-    let named = resp.2.get("field").and_then(Value::as_str) == Some(field) || message.contains(field);
+    let got = resp.2.get("field").and_then(Value::as_str).unwrap_or("");
+    let named = got == field || got.ends_with(&format!(".{field}")) || message.contains(field);
     assert!(named, "the error does not name `{field}`: {}", show(resp));
     message
 }
@@ -884,3 +947,11 @@ mod tests {
         assert_eq!(query_escape("Alice@X.com"), "Alice%40X.com");
     }
 }
+
+/// Whether `needle` occurs anywhere in `haystack` (for searching database bytes and logs).
+pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pub mod runtime;

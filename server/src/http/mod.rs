@@ -54,6 +54,21 @@ async fn request_context(req: Request, next: Next) -> Response {
     response
 }
 
+/// Test hook: answers the next matching requests with an injected status, before anything else
+/// runs, so clients' retries can be tested against the real server.
+async fn injected_faults(axum::extract::State(app): axum::extract::State<Arc<App>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !path.starts_with("/v1/_test/") {
+        if let Some(status) = app.faults.take(&path) {
+            tracing::warn!(status = status.as_u16(), "injected fault");
+            let mut err = AppError::new(status, "injected_fault", "injected fault (test hook)");
+            err.retry_after = Some(1);
+            return err.into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn not_found() -> AppError {
     AppError::not_found("route")
 }
@@ -74,6 +89,7 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), injected_faults))
         .layer(axum::middleware::from_fn(request_context))
         .with_state(app)
 }

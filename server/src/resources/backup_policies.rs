@@ -89,6 +89,7 @@ async fn create(
         Begun::Fresh(tx) => tx,
     };
     let hs = homeservers::load_or_404(&mut tx, &caller, &homeserver_id).await?;
+    homeservers::refuse_if_deleting(&hs)?;
     let now = app.clock.now();
     let id = crate::ids::new_id("bkp");
     let inserted = sqlx::query(

@@ -341,6 +341,7 @@ async fn update(
         return Err(AppError::conflict("version_conflict", "billing plan changed concurrently; read it again and retry"));
     }
     tx.commit().await?;
+    app.changed();
     tracing::info!(billing_plan_id = %sub.id, plan = %sub.plan, active_plan = %sub.active_plan, "updated billing plan");
     Ok(Versioned::ok(sub.to_api(catalog)?, sub.version))
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use matrixhost_api::{
     Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverSettings, HomeserverStatus,
-    HomeserverUpdate, Page, Registration, RegistrationPolicy, ServerName, Volume, VolumeSizeGb,
+    HomeserverUpdate, HomeserverUsage, Page, Registration, RegistrationPolicy, ServerName, Volume, VolumeSizeGb,
 };
 use sqlx::any::AnyRow;
 
@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/homeservers", get(list).post(create))
         .route("/v1/homeservers/{homeserver_id}", get(read).put(update).delete(remove))
+        .route("/v1/homeservers/{homeserver_id}/usage", get(usage))
 }
 
 const COLUMNS: &str = "id, name, server_name, region, billing_plan_id, federation_enabled, registration, allowed_email_domains, \
@@ -200,7 +201,9 @@ async fn create(
     insert(&mut tx, &caller, &hs).await?;
     tracing::info!(homeserver_id = %hs.id, name = %hs.name, region = %hs.region, "created homeserver");
     let version = hs.version;
-    idempotency::finish(tx, &caller, &key, Versioned::created(hs, version)).await
+    let response = idempotency::finish(tx, &caller, &key, Versioned::created(hs, version)).await?;
+    app.changed();
+    Ok(response)
 }
 
 /// Names are unique in the organization and server names everywhere.
@@ -275,6 +278,7 @@ async fn update(
     lock_row(&mut tx, "homeservers", &id).await?;
     let mut hs = load_or_404(&mut tx, &caller, &id).await?;
     if_match.check(hs.version, "homeserver")?;
+    refuse_if_deleting(&hs)?;
     let sub = billing_plans::load(&mut tx, &caller.org_id, &hs.billing_plan_id, now)
         .await?
         .ok_or_else(|| AppError::internal(format!("homeserver {id} has no billing plan")))?;
@@ -320,15 +324,27 @@ async fn update(
         return Err(AppError::conflict("version_conflict", "homeserver changed concurrently; read it again and retry"));
     }
     tx.commit().await?;
+    app.changed();
     tracing::info!(homeserver_id = %hs.id, "updated homeserver");
     let version = hs.version;
     Ok(Versioned::ok(hs, version))
 }
 
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
+/// A homeserver being torn down takes no more changes.
+pub fn refuse_if_deleting(hs: &Homeserver) -> AppResult<()> {
+    if hs.status == HomeserverStatus::Deleting {
+        return Err(AppError::conflict("deleting", format!("homeserver `{}` is being deleted", hs.name)));
+    }
+    Ok(())
+}
+
+/// With the runtime, deletion is long work: the homeserver shows `deleting` (202) until its
+/// process, volume, key and user are gone, then reads answer 404. Without a runtime nothing
+/// runs, so the records go at once (204).
+async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<Response> {
     let mut tx = app.db.begin().await?;
     lock_row(&mut tx, "homeservers", &id).await?;
-    let hs = load_or_404(&mut tx, &caller, &id).await?;
+    let mut hs = load_or_404(&mut tx, &caller, &id).await?;
     if_match.check(hs.version, "homeserver")?;
     if hs.deletion_protection {
         return Err(AppError::conflict(
@@ -336,11 +352,53 @@ async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Stri
             format!("homeserver `{}` has deletion_protection = true; set it to false before deleting", hs.name),
         ));
     }
-    // Its reserved users and backup policy go with it; its backups stay until they expire (R4).
-    sqlx::query("DELETE FROM reserved_users WHERE homeserver_id = $1").bind(&hs.id).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM backup_policies WHERE homeserver_id = $1").bind(&hs.id).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM homeservers WHERE id = $1").bind(&hs.id).execute(&mut *tx).await?;
+    if hs.status == HomeserverStatus::Deleting {
+        let version = hs.version;
+        return Ok(Versioned { status: StatusCode::ACCEPTED, body: hs, version }.into_response());
+    }
+    if !app.hosts_homeservers() {
+        crate::runtime::forget_homeserver_in(&mut tx, &hs.id).await?;
+        tx.commit().await?;
+        tracing::info!(homeserver_id = %hs.id, "deleted homeserver");
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let now = app.clock.now();
+    sqlx::query("UPDATE homeservers SET status = 'deleting', status_reason = NULL, updated_at = $1, version = version + 1 WHERE id = $2")
+        .bind(ts(now))
+        .bind(&hs.id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    tracing::info!(homeserver_id = %hs.id, "deleted homeserver");
-    Ok(StatusCode::NO_CONTENT)
+    app.changed();
+    hs.status = HomeserverStatus::Deleting;
+    hs.status_reason = None;
+    hs.updated_at = now;
+    hs.version += 1;
+    tracing::info!(homeserver_id = %hs.id, "deleting homeserver");
+    let version = hs.version;
+    Ok(Versioned { status: StatusCode::ACCEPTED, body: hs, version }.into_response())
+}
+
+/// R23: counts and sizes from the running homeserver; never contents.
+async fn usage(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<axum::Json<HomeserverUsage>> {
+    let mut tx = app.db.begin().await?;
+    let hs = load_or_404(&mut tx, &caller, &id).await?;
+    let sub = billing_plans::load(&mut tx, &caller.org_id, &hs.billing_plan_id, app.clock.now())
+        .await?
+        .ok_or_else(|| AppError::internal(format!("homeserver {id} has no billing plan")))?;
+    drop(tx);
+    let runtime = app.runtime.get().ok_or_else(|| AppError::conflict("not_running", "this matrixhostd runs no homeservers (--no-runtime)"))?;
+    if !matches!(hs.status, HomeserverStatus::Running | HomeserverStatus::Blocked | HomeserverStatus::Updating) {
+        return Err(AppError::conflict("not_running", format!("homeserver `{}` is {}; usage is measured once it runs", hs.name, hs.status.as_str())));
+    }
+    let measured = runtime.usage(&hs.id).await?;
+    Ok(axum::Json(HomeserverUsage {
+        homeserver_id: hs.id,
+        monthly_active_users: measured.monthly_active_users,
+        mau_cap: sub.active(&app.settings.catalog)?.mau_cap(sub.additional_users),
+        registered_users: measured.registered_users,
+        volume_bytes_used: measured.volume_bytes_used,
+        volume_size_bytes: u64::from(hs.volume.size_gb.get()) * 1_000_000_000,
+        measured_at: app.clock.now(),
+    }))
 }

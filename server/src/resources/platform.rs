@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/plans", get(list_plans))
         .route("/v1/plans/{tier}", get(read_plan))
         .route("/v1/_test/clock", post(advance_clock))
+        .route("/v1/_test/faults", post(arm_faults))
 }
 
 async fn health(State(app): State<Arc<App>>) -> AppResult<Json<Health>> {
@@ -87,4 +88,31 @@ async fn advance_clock(State(app): State<Arc<App>>, _: Caller, ApiJson(body): Ap
     let now = app.clock.advance(body.advance_seconds).map_err(|e| AppError::field("advance_seconds", e))?;
     tracing::warn!(now = %now, "test clock moved forward");
     Ok(Json(serde_json::json!({ "now": crate::db::ts(now) })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArmFaults {
+    status: u16,
+    count: u32,
+    #[serde(default = "all_of_v1")]
+    path_prefix: String,
+}
+
+fn all_of_v1() -> String {
+    "/v1/".into()
+}
+
+/// Only with `--test-clock`: the next `count` requests under `path_prefix` answer `status`.
+async fn arm_faults(State(app): State<Arc<App>>, _: Caller, ApiJson(body): ApiJson<ArmFaults>) -> AppResult<Json<serde_json::Value>> {
+    if !app.clock.is_adjustable() {
+        return Err(AppError::not_found("route"));
+    }
+    let status = axum::http::StatusCode::from_u16(body.status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .ok_or_else(|| AppError::field("status", "must be a 4xx or 5xx status"))?;
+    app.faults.arm(body.path_prefix.clone(), status, body.count);
+    tracing::warn!(status = body.status, count = body.count, prefix = %body.path_prefix, "armed injected faults");
+    Ok(Json(serde_json::json!({ "armed": body.count })))
 }

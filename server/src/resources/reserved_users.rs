@@ -136,6 +136,7 @@ async fn create(
     // Serialises creates on one homeserver (and plan changes) so two cannot both take the last slot.
     lock_row(&mut tx, "homeservers", &homeserver_id).await?;
     let hs = homeservers::load_or_404(&mut tx, &caller, &homeserver_id).await?;
+    homeservers::refuse_if_deleting(&hs)?;
     lock_row(&mut tx, "billing_plans", &hs.billing_plan_id).await?;
     check_unique(&mut tx, &hs, &body).await?;
     check_cap(&app, &mut tx, &caller, &hs).await?;
@@ -180,7 +181,9 @@ async fn create(
         version: 1,
     };
     tracing::info!(homeserver_id = %hs.id, reserved_user_id = %user.id, "created reserved user");
-    idempotency::finish(tx, &caller, &key, Versioned::created(user, 1)).await
+    let response = idempotency::finish(tx, &caller, &key, Versioned::created(user, 1)).await?;
+    app.changed();
+    Ok(response)
 }
 
 /// One reservation per email and per localpart on a homeserver.
@@ -230,6 +233,7 @@ async fn update(
         return Err(AppError::conflict("version_conflict", "reserved user changed concurrently; read it again and retry"));
     }
     tx.commit().await?;
+    app.changed();
     user.display_name = body.display_name;
     user.admin = body.admin;
     user.updated_at = now;
@@ -249,6 +253,7 @@ async fn remove(
     if_match.check(user.version, "reserved user")?;
     sqlx::query("DELETE FROM reserved_users WHERE id = $1").bind(&user.id).execute(&mut *tx).await?;
     tx.commit().await?;
+    app.changed();
     tracing::info!(reserved_user_id = %user.id, "deleted reserved user; its slot is free");
     Ok(StatusCode::NO_CONTENT)
 }
