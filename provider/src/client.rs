@@ -288,7 +288,6 @@ impl Client {
         body: Option<Vec<u8>>,
         headers: &[(&str, String)],
     ) -> Result<(u16, Vec<u8>), ApiFailure> {
-        let policy = self.inner.policy;
         let url = format!("{}{}", self.inner.base, path);
         let started = Instant::now();
         let mut attempt: u32 = 0;

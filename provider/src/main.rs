@@ -1,10 +1,24 @@
-//! terraform-provider-matrixhost. The resources land with the provider issue; until then the
-//! binary only refuses to run, so nobody mistakes it for a working provider.
+//! terraform-provider-matrixhost: Terraform starts this binary and talks to it over gRPC
+//! (plugin protocol 6). See the `terraform_provider_matrixhost` library for the provider.
+
+use terraform_provider_matrixhost::{provider, quiet_backtraces, MatrixhostProvider};
+
 fn main() {
-    eprintln!(
-        "terraform-provider-matrixhost {}: not implemented yet (API contract {})",
-        env!("CARGO_PKG_VERSION"),
-        matrixhost_api::API_VERSION
-    );
-    std::process::exit(1);
+    // First, before any thread exists: no backtraces in diagnostics or panic output.
+    quiet_backtraces();
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("terraform-provider-matrixhost {} (API contract {})", provider::VERSION, matrixhost_api::API_VERSION);
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("terraform-provider-matrixhost: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(tf_provider::serve(provider::NAME, MatrixhostProvider::default())) {
+        eprintln!("terraform-provider-matrixhost: {}", terraform_provider_matrixhost::diag::scrub(format!("{e:#}")));
+        std::process::exit(1);
+    }
 }

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Record homeservers without running them (API-only tests and machines without root).
     #[arg(long)]
     pub no_runtime: bool,
+    /// Ports handed to homeservers, e.g. `18000-18999`.
+    #[arg(long, env = "MATRIXHOSTD_HOMESERVER_PORTS", value_parser = parse_port_range)]
+    pub homeserver_ports: Option<(u16, u16)>,
     /// R6 trial period in days before a new user counts toward the MAU cap (default 2).
     #[arg(long, env = "MATRIXHOSTD_MAU_TRIAL_DAYS")]
     pub mau_trial_days: Option<u32>,
@@ -101,6 +104,15 @@ fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected START-END, e.g. 18000-18999")?;
+    let (a, b): (u16, u16) = (a.parse().map_err(|_| "bad start port")?, b.parse().map_err(|_| "bad end port")?);
+    if a == 0 || a > b {
+        return Err("the range must be START-END with 0 < START <= END".into());
+    }
+    Ok((a, b))
+}
+
 /// The project's Synapse venv next to the binary's checkout, else the packaged location.
 fn default_synapse_python() -> PathBuf {
     let from_exe = std::env::current_exe().ok().and_then(|exe| {
@@ -123,6 +135,7 @@ impl Settings {
             rate_limit_per_second: None,
             rate_limit_burst: None,
             no_runtime: true,
+            homeserver_ports: None,
             mau_trial_days: None,
         })
     }
@@ -142,7 +155,7 @@ impl Settings {
         anyhow::ensure!(rate_limit_per_second > 0.0, "rate_limit_per_second must be positive");
         let runtime = (!args.no_runtime).then(|| RuntimeSettings {
             synapse_python: file.synapse_python.clone().unwrap_or_else(default_synapse_python),
-            port_range: file.homeserver_ports.map(|[a, b]| (a, b)).unwrap_or((18000, 18999)),
+            port_range: args.homeserver_ports.or(file.homeserver_ports.map(|[a, b]| (a, b))).unwrap_or((18000, 18999)),
             mau_trial_days: args.mau_trial_days.or(file.mau_trial_days).unwrap_or(2),
             start_timeout: Duration::from_secs(60),
             interval: Duration::from_secs(5),
@@ -189,6 +202,7 @@ mod tests {
             rate_limit_per_second: None,
             rate_limit_burst: None,
             no_runtime: true,
+            homeserver_ports: None,
             mau_trial_days: None,
         };
         let s = Settings::resolve(&args).unwrap();

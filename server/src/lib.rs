@@ -91,10 +91,11 @@ impl Faults {
     }
 }
 
-/// The state directory holds the database and keys: nobody else may read it.
+/// The state directory holds the database and keys, created private (umask 077); tenants may
+/// only traverse it to reach their own volume's mount point (R3).
 fn restrict_to_owner(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("cannot restrict {}", dir.display()))
 }
 

@@ -200,6 +200,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() {
+    // Everything matrixhostd creates (database, keys, tokens, tenant files) is private unless
+    // it says otherwise.
+    // SAFETY: umask(2) only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     // Backtraces are for developers; operators get the error chain.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     init_logging();

@@ -188,9 +188,10 @@ async fn r11_downgrade_takes_effect_at_the_anniversary(backend: Backend) {
     assert_eq!(after["pending_change_at"], Value::Null);
     assert_eq!(after["mau_cap"], 10);
     assert_eq!(timestamp(&after["current_period_start"]), end, "the new period starts at the anniversary");
+    // Anniversaries keep the day of the original start (Jan 31 → Feb 28 → Mar 31).
     assert_eq!(
         timestamp(&after["current_period_end"]),
-        end.checked_add_months(Months::new(1)).unwrap(),
+        start.checked_add_months(Months::new(2)).unwrap(),
         "the next anniversary is one month later"
     );
     let listed = list_all(&c, BP).await;
@@ -439,3 +440,29 @@ async fn idempotent_concurrent_retries_create_one_resource(backend: Backend) {
     assert_eq!(id(&items[0]), ids[0]);
 }
 both_backends!(idempotent_concurrent_retries_create_one_resource);
+
+async fn concurrent_writers_with_the_same_version_one_wins(backend: Backend) {
+    let server = start(backend).await;
+    let c = server.client();
+    let bp = create_billing_plan(&c, "silver").await;
+    let mut set = tokio::task::JoinSet::new();
+    for extra in 1..=6 {
+        let (c, path) = (c.if_version(1), bp_path(&bp));
+        set.spawn(async move { c.put(&path, &json!({ "plan": "silver", "additional_users": extra })).await });
+    }
+    let mut winners = Vec::new();
+    while let Some(resp) = set.join_next().await {
+        let resp = resp.expect("task");
+        match resp.0.as_u16() {
+            200 => winners.push(resp.2),
+            _ => {
+                assert_api_error(&resp, 409, Some("version_conflict"), None);
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "several writers based on version 1 won: {winners:?}");
+    let got = expect_status(&c.get(&bp_path(&bp)).await, 200);
+    assert_eq!(got["version"], 2);
+    assert_eq!(got, winners[0], "the stored state is the winner's");
+}
+both_backends!(concurrent_writers_with_the_same_version_one_wins);

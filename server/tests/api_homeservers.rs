@@ -469,3 +469,53 @@ async fn homeserver_idempotent_concurrent_retries(backend: Backend) {
     assert_eq!(list_all(&server.client(), HS).await.len(), 1);
 }
 both_backends!(homeserver_idempotent_concurrent_retries);
+
+async fn one_homeserver_per_billing_plan_under_concurrent_creates(backend: Backend) {
+    let (server, bp) = with_plan(backend, "silver").await;
+    let c = server.client();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let (c, body) = (c.clone(), homeserver_body(&format!("racer{i}"), &bp));
+        set.spawn(async move { c.post(HS, &body).await });
+    }
+    let mut created = 0;
+    while let Some(resp) = set.join_next().await {
+        let resp = resp.expect("task");
+        match resp.0.as_u16() {
+            201 => created += 1,
+            _ => {
+                assert_api_error(&resp, 409, None, None);
+            }
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(list_all(&c, HS).await.len(), 1, "two homeservers share a billing plan");
+}
+both_backends!(one_homeserver_per_billing_plan_under_concurrent_creates);
+
+async fn homeserver_names_stay_unique_under_concurrent_creates(backend: Backend) {
+    let server = start(backend).await;
+    let c = server.client();
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        bodies.push(homeserver_body("chat", &id(&create_billing_plan(&c, "silver").await)));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for body in bodies {
+        let c = c.clone();
+        set.spawn(async move { c.post(HS, &body).await });
+    }
+    let mut created = 0;
+    while let Some(resp) = set.join_next().await {
+        let resp = resp.expect("task");
+        match resp.0.as_u16() {
+            201 => created += 1,
+            _ => {
+                assert_api_error(&resp, 409, Some("conflict"), None);
+            }
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(list_all(&c, HS).await.len(), 1, "two homeservers share a name");
+}
+both_backends!(homeserver_names_stay_unique_under_concurrent_creates);

@@ -236,3 +236,32 @@ async fn reserved_user_idempotent_create(backend: Backend) {
     assert_api_error(&resp, 422, Some("idempotency_key_reused"), None);
 }
 both_backends!(reserved_user_idempotent_create);
+
+// R8
+async fn r8_cap_holds_under_concurrent_creates(backend: Backend) {
+    let server = start(backend).await;
+    let c = server.client();
+    let hs = create_homeserver(&c, "chat", "nickel").await;
+    for i in 1..=8 {
+        create_reserved_user(&c, &hs, &format!("user{i}@example.com")).await;
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (c, path) = (c.clone(), users_path(&hs));
+        set.spawn(async move { c.post(&path, &json!({ "email": format!("racer{i}@example.com") })).await });
+    }
+    let mut created = 0;
+    while let Some(resp) = set.join_next().await {
+        let resp = resp.expect("task");
+        match resp.0.as_u16() {
+            201 => created += 1,
+            status => {
+                assert_api_error(&resp, status, None, None);
+                assert!(matches!(status, 409 | 422), "unexpected {status}: {}", resp.2);
+            }
+        }
+    }
+    assert_eq!(created, 2, "the cap of 10 had 2 free slots");
+    assert_eq!(list_all(&c, &users_path(&hs)).await.len(), 10, "R8: more reserved users than the cap");
+}
+both_backends!(r8_cap_holds_under_concurrent_creates);

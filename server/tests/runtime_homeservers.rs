@@ -108,6 +108,10 @@ async fn r2_a_message_is_readable_through_the_mount_and_absent_from_the_raw_imag
     reserved_user(&client, &id, "bob@acme.example", "bob", false).await;
     let m = Matrix::new(running["client_url"].as_str().unwrap());
     let token = login_eventually(&m, "bob").await["access_token"].as_str().unwrap().to_owned();
+    // R19: nothing is sent before the user accepts the privacy notice.
+    let (status, refused) = m.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&token), Some(json!({"preset": "private_chat"}))).await;
+    assert_eq!((status, refused["errcode"].as_str()), (403, Some("M_CONSENT_NOT_GIVEN")), "{refused}");
+    m.accept_consent(refused["consent_uri"].as_str().unwrap()).await;
     let (status, room) = m.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&token), Some(json!({"preset": "private_chat"}))).await;
     assert_eq!(status, 200, "{room}");
     let room_id = room["room_id"].as_str().unwrap();
@@ -115,6 +119,20 @@ async fn r2_a_message_is_readable_through_the_mount_and_absent_from_the_raw_imag
     let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/txn1");
     let (status, sent) = m.call(Method::PUT, &path, Some(&token), Some(json!({"msgtype": "m.text", "body": marker}))).await;
     assert_eq!(status, 200, "{sent}");
+
+    // R19: the control plane keeps the acceptance (Synapse keeps only the last one).
+    let db = server.state_dir().join("matrixhost.db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("sqlite3").arg(&db).arg("SELECT user_id || ' ' || notice_version FROM consent_acceptances").output().unwrap();
+        let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+        if rows.contains("@bob:") {
+            assert!(rows.contains(" v"), "{rows}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the acceptance was never recorded: {rows}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Readable through the mounted (unlocked) volume...
     let data = server.data_dir(&id);
@@ -181,6 +199,20 @@ async fn r7_r8_the_cap_locks_out_new_users_but_not_reserved_ones() {
     for user in ["user1", "user2"] {
         let (status, body) = register_when_up(&m, user).await;
         assert_eq!(status, 200, "{user}: {body}");
+        // A user becomes a MAU with an authenticated request (R6).
+        let token = body["access_token"].as_str().unwrap();
+        let (status, _) = m.call(Method::GET, "/_matrix/client/v3/account/whoami", Some(token), None).await;
+        assert_eq!(status, 200);
+    }
+    // The cap is now full: the reserved user and the two others are monthly active users.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let usage = expect_status(&client.get(&format!("/v1/homeservers/{id}/usage")).await, 200);
+        if usage["monthly_active_users"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the MAU count never reached the cap: {usage}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // ...and the 3rd is locked out (R7).
     let (status, body) = register_when_up(&m, "user3").await;
@@ -232,9 +264,11 @@ async fn r9_registration_guests_and_federation_follow_the_settings() {
     // Guests are refused.
     let (status, body) = m.call(Method::POST, "/_matrix/client/v3/register?kind=guest", None, Some(json!({}))).await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["errcode"], "M_GUEST_ACCESS_FORBIDDEN", "{body}");
+    assert!(body["error"].as_str().unwrap_or("").contains("Guest access is disabled"), "{body}");
     // Federation off refuses a remote invite.
     let token = login_eventually(&m, "it").await["access_token"].as_str().unwrap().to_owned();
+    let (_, refused) = m.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
+    m.accept_consent(refused["consent_uri"].as_str().expect("consent first")).await;
     let (_, room) = m.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
     let room_id = room["room_id"].as_str().unwrap();
     let (status, body) = m

@@ -114,7 +114,7 @@ macro_rules! both_backends {
 
             #[::tokio::test]
             async fn postgres() {
-                if !$crate::postgres_available(module_path!()) {
+                if !$crate::postgres_available(concat!(module_path!(), "::postgres")) {
                     return;
                 }
                 super::$test($crate::Backend::Postgres).await
@@ -955,3 +955,4 @@ pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
 }
 
 pub mod runtime;
+pub mod terraform;

@@ -58,7 +58,12 @@ impl RuntimeServer {
     /// Starts with the runtime on, a test clock, a fast reconcile interval and `extra` args.
     pub async fn start(extra: &[&str]) -> RuntimeServer {
         let bin = crate::workspace_bin("matrixhostd");
-        let server = TestServer::builder(&bin, Backend::Sqlite).with_runtime().arg("--test-clock").args(extra.iter().copied()).start().await;
+        let server = TestServer::builder(&bin, Backend::Sqlite)
+            .with_runtime()
+            .args(["--test-clock", "--homeserver-ports", &port_range()])
+            .args(extra.iter().copied())
+            .start()
+            .await;
         let state_dir = server.state_dir().to_owned();
         RuntimeServer { server: Some(server), state_dir }
     }
@@ -86,6 +91,15 @@ impl Drop for RuntimeServer {
         }
         cleanup_tenants(&self.state_dir);
     }
+}
+
+/// Tests run several `matrixhostd` at once: each gets its own block of homeserver ports.
+fn port_range() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slot = (std::process::id() * 7 + NEXT.fetch_add(1, Ordering::SeqCst)) % 400;
+    let start = 20000 + slot * 50;
+    format!("{start}-{}", start + 49)
 }
 
 /// Kills every process started from `state_dir`, unmounts its volumes, detaches their loop
@@ -167,6 +181,9 @@ pub async fn wait_for(client: &Client, id: &str, what: &str, timeout: Duration, 
         if pred(&resp) {
             return resp.2;
         }
+        if resp.2["status"] == "failed" && what != "failed" {
+            panic!("homeserver {id} failed instead of becoming {what}: {}", resp.2["status_reason"]);
+        }
         if Instant::now() > deadline {
             panic!("homeserver {id} did not become {what} within {timeout:?}; last: {} {}", resp.0, resp.2);
         }
@@ -217,7 +234,8 @@ impl Matrix {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("matrix request");
+        // While Synapse restarts (a config change) the port refuses; callers retry on 0.
+        let Ok(resp) = req.send().await else { return (0, Value::Null) };
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -227,14 +245,36 @@ impl Matrix {
         self.call(reqwest::Method::POST, "/_matrix/client/v3/login", None, Some(body)).await
     }
 
-    /// Open registration with the dummy auth flow (two steps, as clients do).
+    /// Open registration through the user-interactive auth stages, as a client does: the
+    /// privacy notice's terms (R19), then the dummy stage.
     pub async fn register(&self, user: &str, password: &str) -> (u16, Value) {
-        let first = self.call(reqwest::Method::POST, "/_matrix/client/v3/register", None, Some(json!({"username": user, "password": password}))).await;
-        if first.0 != 401 {
-            return first;
+        let mut resp = self.call(reqwest::Method::POST, "/_matrix/client/v3/register", None, Some(json!({"username": user, "password": password}))).await;
+        for _ in 0..4 {
+            if resp.0 != 401 {
+                return resp;
+            }
+            let session = resp.1["session"].clone();
+            let completed: Vec<Value> = resp.1["completed"].as_array().cloned().unwrap_or_default();
+            let Some(stage) = resp.1["flows"][0]["stages"].as_array().and_then(|s| s.iter().find(|s| !completed.contains(s)).cloned()) else {
+                return resp;
+            };
+            let body = json!({"username": user, "password": password, "auth": {"type": stage, "session": session}});
+            resp = self.call(reqwest::Method::POST, "/_matrix/client/v3/register", None, Some(body)).await;
         }
-        let session = first.1["session"].clone();
-        let body = json!({"username": user, "password": password, "auth": {"type": "m.login.dummy", "session": session}});
-        self.call(reqwest::Method::POST, "/_matrix/client/v3/register", None, Some(body)).await
+        resp
+    }
+
+    /// Accepts the privacy notice at `consent_uri` (from an M_CONSENT_NOT_GIVEN error), as a
+    /// user would through the form (R19).
+    pub async fn accept_consent(&self, consent_uri: &str) {
+        let page = self.http.get(consent_uri).send().await.expect("consent page").text().await.unwrap();
+        let field = |name: &str| -> String {
+            let marker = format!("name=\"{name}\" value=\"");
+            let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} field in the consent form: {page}")) + marker.len();
+            page[start..start + page[start..].find('"').unwrap()].to_owned()
+        };
+        let form = [("v", field("v")), ("u", field("u")), ("h", field("h"))];
+        let resp = self.http.post(format!("{}/_matrix/consent", self.base)).form(&form).send().await.expect("consent post");
+        assert!(resp.status().is_success(), "accepting the notice failed: {}", resp.status());
     }
 }

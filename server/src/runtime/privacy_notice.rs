@@ -138,13 +138,48 @@ pub fn write_templates(template_dir: &Path, version: &str, html: &str) -> anyhow
     if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_') {
         anyhow::bail!("`{version}` is not a usable privacy notice version");
     }
+    ensure_real_dir(template_dir)?;
     let dir = template_dir.join("en");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let notice = dir.join(format!("{version}.html"));
-    std::fs::write(&notice, html).with_context(|| format!("cannot write {}", notice.display()))?;
-    let success = dir.join("success.html");
-    std::fs::write(&success, success_page()).with_context(|| format!("cannot write {}", success.display()))?;
+    ensure_real_dir(&dir)?;
+    write_atomic(&dir.join(format!("{version}.html")), html.as_bytes(), 0o644)?;
+    write_atomic(&dir.join("success.html"), success_page().as_bytes(), 0o644)?;
     Ok(())
+}
+
+/// Creates `dir` if needed and makes sure it is a directory and not a symlink (the data
+/// directory may belong to the tenant, while the files are written by matrixhostd).
+pub(crate) fn ensure_real_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => std::fs::remove_file(dir).with_context(|| format!("cannot replace {}", dir.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+    std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Writes a file through a fresh temporary file (created exclusively, with `mode`) renamed over
+/// the target: readers never see half a file, and a symlink planted at either path is replaced,
+/// never followed.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().context("a file path needs a file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", tmp.display())),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(contents).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

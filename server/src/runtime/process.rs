@@ -22,10 +22,18 @@ pub fn is_synapse(pid: i32, config_path: &Path) -> bool {
     !is_zombie && args.iter().any(|a| *a == b"synapse.app.homeserver") && args.iter().any(|a| *a == wanted)
 }
 
-/// The Synapse that wrote `pid_file`, if it still runs with `config_path`.
-pub fn adopt(pid_file: &Path, config_path: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    is_synapse(pid, config_path).then_some(pid)
+/// Every live Synapse started with `config_path`, found by scanning `/proc` (Synapse writes
+/// no pid file unless it daemonizes, and a file in the tenant's directory could be forged).
+pub fn find(config_path: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| is_synapse(*pid, config_path))
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 /// Reaps a child we started, so it never lingers as a zombie, and reports how it ended.

@@ -13,7 +13,7 @@ use super::matrix_admin::MatrixAdmin;
 use super::process::{self, Running};
 use super::store::{self, RuntimeRow, Target};
 use super::synapse::{self, SynapseSecrets, SynapseSpec};
-use super::volume::VolumeKey;
+use super::volume::{self, VolumeKey};
 use super::{privacy_notice, tenant_user, Runtime};
 
 /// The processor named in every privacy notice (R19).
@@ -121,30 +121,51 @@ impl Runtime {
         })
     }
 
-    /// R2/R3: the tenant's user and its encrypted volume, mounted, at the wanted size.
+    /// R2/R3: the tenant's user and its encrypted volume, unlocked with its key (checked on
+    /// every pass: `open` is idempotent and refuses a wrong key), at the wanted size.
     async fn ensure_volume(&self, id: &str, row: &RuntimeRow, size_gb: u32) -> anyhow::Result<(PathBuf, tenant_user::TenantUser)> {
         let key = VolumeKey::from_bytes(&self.app.sealer.open(&row.volume_key_sealed, &volume_context(id))?)?;
         let user = { let id = id.to_owned(); blocking(move || tenant_user::ensure(&id)).await? };
+        let grow = size_gb > row.volume_size_gb;
+        if grow && !volume::can_grow_online() {
+            // Without CAP_SYS_RESOURCE ext4 only grows unmounted: stop the homeserver first.
+            self.stop_process(id).await;
+        }
         let volumes = self.volumes.clone();
         let (id_owned, uid, gid, current) = (id.to_owned(), user.uid, user.gid, row.volume_size_gb);
         let data_dir = blocking(move || {
-            let dir = if volumes.is_mounted(&id_owned) {
-                volumes.data_dir(&id_owned)
-            } else if volumes.image_path(&id_owned).exists() {
-                volumes.open(&id_owned, &key)?
-            } else {
-                volumes.create(&id_owned, current, &key, uid, gid)?
-            };
-            if size_gb > current {
+            if !volumes.image_path(&id_owned).exists() {
+                volumes.create(&id_owned, current, &key, uid, gid)?;
+            }
+            if grow && !volume::can_grow_online() {
+                volumes.close(&id_owned)?;
+            }
+            let dir = volumes.open(&id_owned, &key)?;
+            if grow && volume::can_grow_online() {
                 volumes.grow(&id_owned, size_gb)?;
+            } else if grow {
+                volumes.close(&id_owned)?;
+                volumes.grow(&id_owned, size_gb)?;
+                volumes.open(&id_owned, &key)?;
             }
             Ok(dir)
         })
         .await?;
-        if size_gb > row.volume_size_gb {
+        if grow {
             store::set_volume_size(&self.app.db, id, size_gb).await?;
+            tracing::info!(homeserver_id = %id, size_gb, "volume grown");
         }
         Ok((data_dir, user))
+    }
+
+    /// Stops the homeserver's process, if one runs.
+    async fn stop_process(&self, id: &str) {
+        let config_path = self.volumes.data_dir(id).join("homeserver.yaml");
+        let known = self.processes.lock().await.0.remove(id);
+        let pids = known.map(|r| vec![r.pid]).unwrap_or_else(|| process::find(&config_path));
+        for pid in pids {
+            process::stop(pid, &config_path, STOP_GRACE).await;
+        }
     }
 
     fn spec(&self, target: &Target, port: u16, data_dir: PathBuf, notice_version: String) -> SynapseSpec {
@@ -233,8 +254,12 @@ impl Runtime {
             }
             procs.0.remove(id);
         }
-        let pid_file = config_path.with_file_name("homeserver.pid");
-        let pid = process::adopt(&pid_file, config_path)?;
+        let mut found = process::find(config_path);
+        let pid = *found.first()?;
+        for duplicate in found.drain(1..) {
+            tracing::warn!(homeserver_id = %id, pid = duplicate, "stopping a duplicate synapse");
+            process::stop(duplicate, config_path, STOP_GRACE).await;
+        }
         let adopted = Running { pid, config_hash: row.applied_config_hash.clone().unwrap_or_default(), config_path: config_path.to_owned() };
         tracing::info!(homeserver_id = %id, pid, "re-adopted a running homeserver");
         procs.0.insert(id.to_owned(), adopted.clone());
@@ -334,12 +359,7 @@ impl Runtime {
     /// Stops the process, destroys the volume and its key, removes the tenant user. The port
     /// is freed with the runtime row.
     async fn delete(&self, id: &str) -> anyhow::Result<()> {
-        let config_path = self.volumes.data_dir(id).join("homeserver.yaml");
-        let known = self.processes.lock().await.0.remove(id);
-        let pid = known.map(|r| r.pid).or_else(|| process::adopt(&config_path.with_file_name("homeserver.pid"), &config_path));
-        if let Some(pid) = pid {
-            process::stop(pid, &config_path, STOP_GRACE).await;
-        }
+        self.stop_process(id).await;
         let volumes = self.volumes.clone();
         let owned = id.to_owned();
         blocking(move || {

@@ -427,7 +427,7 @@ fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
 fn mount_at(path: &Path) -> Option<MountEntry> {
     let Ok(canonical) = fs::canonicalize(path) else { return None };
     let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    parse_mountinfo(&text).into_iter().filter(|m| m.mount_point == canonical).last()
+    parse_mountinfo(&text).into_iter().rfind(|m| m.mount_point == canonical)
 }
 
 /// Loop devices backed by `image` (`losetup -j`).
@@ -821,19 +821,15 @@ impl VolumeManager {
         let policy = fscrypt::get_policy(data_fd.as_raw_fd())
             .map_err(|e| anyhow!("cannot read the encryption policy of {}: {e}", data.display()))?
             .ok_or_else(|| anyhow!("{} is not encrypted; refusing to use it", data.display()))?;
-        // Was the key already there (volume left open)? Then a wrong key must not remove it.
-        let already = fscrypt::key_status(root_dir.as_raw_fd(), &policy.master_key_identifier).ok() == Some(fscrypt::KEY_STATUS_PRESENT);
+        // Adding a key that is already there just succeeds again.
         let identifier = fscrypt::add_key(root_dir.as_raw_fd(), key.as_bytes())
             .map_err(|e| anyhow!("cannot add the volume key to {}: {e}{}", mnt.display(), errno_hint(&e)))?;
         if identifier != policy.master_key_identifier {
-            // Take the wrong key back out, unless it happens to be in use for something else.
+            // Take the wrong key back out (it protects nothing on this filesystem).
             if let Err(e) = fscrypt::remove_key(root_dir.as_raw_fd(), &identifier) {
                 tracing::warn!(error = %e, "cannot remove a wrong key");
             }
             bail!("wrong key: the data directory is encrypted under key {}, not {}", hex::encode(policy.master_key_identifier), hex::encode(identifier));
-        }
-        if !already {
-            undo.key = Some((mnt.clone(), identifier));
         }
         // Everything is in place: nothing to undo.
         *undo = Undo::default();
@@ -898,8 +894,7 @@ impl VolumeManager {
             Ok(())
         })()
         .with_context(|| format!("cannot destroy encrypted volume {id}"))?;
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.remove(id);
+        // The id's lock stays in the map: another caller may be waiting on it.
         tracing::info!(volume = id, "destroyed encrypted volume");
         Ok(())
     }
@@ -953,12 +948,14 @@ impl VolumeManager {
     }
 
     /// Bytes in use on the volume's filesystem (it must be mounted).
+    #[allow(clippy::unnecessary_cast)] // the statvfs field types differ between targets
     pub fn used_bytes(&self, id: &str) -> Result<u64> {
         let st = self.statvfs(id)?;
         Ok((st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * st.f_frsize as u64)
     }
 
     /// Total size of the volume's filesystem in bytes (it must be mounted).
+    #[allow(clippy::unnecessary_cast)]
     pub fn fs_size_bytes(&self, id: &str) -> Result<u64> {
         let st = self.statvfs(id)?;
         Ok(st.f_blocks as u64 * st.f_frsize as u64)

@@ -1,0 +1,127 @@
+//! The managed resources.
+
+pub mod backup_policy;
+pub mod billing_plan;
+pub mod homeserver;
+pub mod reserved_user;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use matrixhost_api::RuleError;
+use serde::{Deserialize, Serialize};
+use tf_provider::Diagnostics;
+
+use crate::diag;
+use crate::values::{Value, VB, VN, VS};
+
+/// What the provider keeps next to the state: the resource's optimistic-concurrency version,
+/// sent back as `If-Match` on updates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Private {
+    pub version: Option<i64>,
+}
+
+/// Private state as `tf-provider` hands it over (empty bytes are null).
+pub type PrivateState = Value<Private>;
+
+pub fn private(version: i64) -> PrivateState {
+    Value::Value(Private { version: Some(version) })
+}
+
+pub fn version_of(p: &PrivateState) -> Option<i64> {
+    p.as_ref_option().and_then(|p| p.version)
+}
+
+/// A time as the state shows it (RFC 3339, UTC).
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub fn opt_ts(t: Option<DateTime<Utc>>) -> VS {
+    match t {
+        Some(t) => Value::Value(ts(t)),
+        None => Value::Null,
+    }
+}
+
+/// Checks a known string attribute with a domain parser, adding "Invalid <attr>" on failure.
+/// Unknown and null values pass (unknown is checked again at apply, when it is known).
+pub fn check_str<T>(diags: &mut Diagnostics, attr: &str, v: &VS, parse: impl Fn(&str) -> Result<T, RuleError>) -> Option<T> {
+    let Value::Value(s) = v else { return None };
+    match parse(s) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            diag::invalid(diags, attr, e.message);
+            None
+        }
+    }
+}
+
+/// Checks a known number attribute: it must be a whole number, then pass `parse`.
+pub fn check_int<T>(diags: &mut Diagnostics, attr: &str, v: &VN, parse: impl Fn(i64) -> Result<T, RuleError>) -> Option<T> {
+    let Value::Value(n) = v else { return None };
+    let Some(i) = n.as_i64() else {
+        diag::invalid(diags, attr, format!("{n} is not a whole number"));
+        return None;
+    };
+    match parse(i) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            diag::invalid(diags, attr, e.message);
+            None
+        }
+    }
+}
+
+/// Checks a known bool attribute with a domain parser.
+pub fn check_bool<T>(diags: &mut Diagnostics, attr: &str, v: &VB, parse: impl Fn(bool) -> Result<T, RuleError>) -> Option<T> {
+    let Value::Value(b) = v else { return None };
+    match parse(*b) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            diag::invalid(diags, attr, e.message);
+            None
+        }
+    }
+}
+
+/// At apply every input is known; a value still unknown here is a provider bug, reported
+/// rather than panicking.
+pub fn known<T: Clone>(diags: &mut Diagnostics, attr: &str, v: &Value<T>) -> Option<T> {
+    match v {
+        Value::Value(t) => Some(t.clone()),
+        Value::Null => {
+            diag::invalid(diags, attr, "a value is required");
+            None
+        }
+        Value::Unknown => {
+            diag::invalid(diags, attr, "the value is still unknown at apply time");
+            None
+        }
+    }
+}
+
+/// Marks `v` unknown (a computed value the apply will decide).
+pub fn unknown<T>(v: &mut Value<T>) {
+    *v = Value::Unknown;
+}
+
+/// Whether a planned value differs from the prior one (unknown counts as different).
+pub fn differs<T: PartialEq>(planned: &Value<T>, prior: &Value<T>) -> bool {
+    planned.is_unknown() || planned != prior
+}
+
+/// Splits an import id `a/b` at the first `/`.
+pub fn split_import_id(id: &str) -> Option<(&str, &str)> {
+    let (a, b) = id.split_once('/')?;
+    (!a.trim().is_empty() && !b.trim().is_empty()).then_some((a.trim(), b.trim()))
+}
+
+/// The error for an import id that names nothing.
+pub fn import_not_found(diags: &mut Diagnostics, what: &str, id: &str) {
+    diag::root_error(diags, format!("Cannot import {what}"), format!("No {what} `{id}` exists in this organization."));
+}
+
+/// Path segment escaping for ids in URLs.
+pub fn seg(id: &str) -> String {
+    crate::client::escape(id)
+}

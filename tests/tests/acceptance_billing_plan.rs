@@ -1,0 +1,157 @@
+//! Acceptance: `matrixhost_billing_plan` driven by the real Terraform against the real
+//! matrixhostd (R5, R10, R11, R13).
+
+use matrixhost_tests::terraform::Terraform;
+use matrixhost_tests::{expect_status, json, workspace_bin, Backend, TestServer, Value};
+
+async fn server() -> TestServer {
+    TestServer::builder(&workspace_bin("matrixhostd"), Backend::Sqlite).arg("--test-clock").start().await
+}
+
+fn plan_hcl(body: &str) -> String {
+    format!("resource \"matrixhost_billing_plan\" \"bp\" {{\n{body}\n}}\n")
+}
+
+#[tokio::test]
+async fn billing_plan_lifecycle_create_update_replace_drift_import_destroy() {
+    let server = server().await;
+    let api = server.client();
+    let tf = Terraform::new(&server);
+
+    // Create, with defaults planned by the provider.
+    tf.write_main(&plan_hcl("  plan = \"gold\""));
+    tf.init();
+    tf.apply().assert_contains("Creation complete");
+    let v = tf.values("matrixhost_billing_plan.bp");
+    let id = v["id"].as_str().expect("an id").to_owned();
+    assert!(id.starts_with("bp_"), "{v}");
+    assert_eq!(v["billing_period"], "monthly");
+    assert_eq!(v["additional_users"], 0);
+    assert_eq!(v["active_plan"], "gold");
+    assert_eq!(v["mau_cap"], 250);
+    assert_eq!(v["status"], "active");
+    let remote = expect_status(&api.get(&format!("/v1/billing-plans/{id}")).await, 200);
+    assert_eq!(remote["plan"], "gold");
+
+    // Nothing to do.
+    tf.assert_no_changes();
+
+    // R11: a downgrade plans as an in-place update; active_plan keeps the old tier.
+    tf.write_main(&plan_hcl("  plan = \"silver\"\n  additional_users = 5\n  billing_period = \"annual\""));
+    tf.assert_changes().assert_contains("updated in-place").assert_lacks("must be replaced").assert_lacks("forces replacement");
+    tf.apply().assert_contains("Modifications complete");
+    let v = tf.values("matrixhost_billing_plan.bp");
+    assert_eq!(v["id"], id.as_str(), "updated in place");
+    assert_eq!(v["plan"], "silver");
+    assert_eq!(v["active_plan"], "gold", "R11: the downgrade waits for the anniversary");
+    assert_eq!(v["pending_plan"], "silver");
+    assert!(v["pending_change_at"].is_string(), "{v}");
+    assert_eq!(v["mau_cap"], 255, "R10: gold's 250 + 5 additional users until the anniversary");
+    tf.assert_no_changes();
+
+    // Past the anniversary the downgrade is in force; refresh shows it, and nothing is planned.
+    let (status, _, _) = api.post("/v1/_test/clock", &json!({"advance_seconds": 40 * 86400})).await;
+    assert_eq!(status.as_u16(), 200);
+    tf.assert_no_changes();
+    tf.ok(&["apply", "-refresh-only", "-auto-approve", "-no-color"]);
+    let v = tf.values("matrixhost_billing_plan.bp");
+    assert_eq!(v["active_plan"], "silver");
+    assert_eq!(v["pending_plan"], Value::Null);
+    assert_eq!(v["mau_cap"], 55);
+
+    // Forced replacement (no attribute forces one; `-replace` does).
+    tf.ok(&["apply", "-replace=matrixhost_billing_plan.bp", "-auto-approve", "-no-color"]).assert_contains("replaced");
+    let replaced = tf.values("matrixhost_billing_plan.bp")["id"].as_str().unwrap().to_owned();
+    assert_ne!(replaced, id);
+    assert_eq!(api.get(&format!("/v1/billing-plans/{id}")).await.0.as_u16(), 404, "the old one is gone");
+    let id = replaced;
+    tf.assert_no_changes();
+
+    // Drift, changed out of band: the plan puts the configuration back.
+    let body = json!({"plan": "silver", "billing_period": "annual", "additional_users": 9});
+    expect_status(&api.put(&format!("/v1/billing-plans/{id}"), &body).await, 200);
+    tf.assert_changes().assert_contains("~ additional_users").assert_says("9 -> 5");
+    tf.apply();
+    tf.assert_no_changes();
+    assert_eq!(expect_status(&api.get(&format!("/v1/billing-plans/{id}")).await, 200)["additional_users"], 5);
+
+    // Drift, deleted out of band: removed from state and planned again, never an error.
+    expect_status(&api.delete(&format!("/v1/billing-plans/{id}")).await, 204);
+    tf.assert_changes().assert_contains("will be created");
+    tf.apply();
+    let id = tf.values("matrixhost_billing_plan.bp")["id"].as_str().unwrap().to_owned();
+    tf.assert_no_changes();
+
+    // Import by id, then nothing to do.
+    tf.state_rm("matrixhost_billing_plan.bp");
+    tf.import("matrixhost_billing_plan.bp", &id).assert_contains("Import successful");
+    tf.assert_no_changes();
+    tf.fails(&["import", "-no-color", "matrixhost_billing_plan.other", "bp_doesnotexist"]);
+
+    // Destroy: the API lists nothing.
+    tf.destroy();
+    let list = expect_status(&api.get("/v1/billing-plans").await, 200);
+    assert_eq!(list["items"], json!([]), "{list}");
+    tf.print_timings("billing_plan_lifecycle");
+}
+
+#[tokio::test]
+async fn billing_plan_bad_inputs_fail_at_plan_time_with_the_attribute() {
+    let server = server().await;
+    let tf = Terraform::new(&server);
+    tf.write_main(&plan_hcl(
+        "  plan = \"Gold!\"\n  billing_period = \"weekly\"\n  additional_users = -1\n  payment_method_id = \"4242424242424242\"",
+    ));
+    tf.init();
+    let out = tf.plan_fails();
+    out.assert_error_at("Invalid plan", "plan = \"Gold!\"")
+        .assert_says("is not a plan tier")
+        .assert_error_at("Invalid billing_period", "billing_period = \"weekly\"")
+        .assert_says("`weekly` is not one of: monthly, annual")
+        .assert_error_at("Invalid additional_users", "additional_users = -1")
+        .assert_says("R10: additional_users -1 is out of range")
+        .assert_error_at("Invalid payment_method_id", "payment_method_id = \"4242424242424242\"")
+        .assert_says("R13:");
+    // R13: the card-number-looking value is never echoed in the message.
+    let details: String = out.all().lines().filter(|l| !l.trim_start().starts_with(|c: char| c.is_ascii_digit())).collect::<Vec<_>>().join("\n");
+    assert!(!details.contains("4242424242424242"), "{out}");
+
+    // A fractional number is not a count.
+    tf.write_main(&plan_hcl("  plan = \"gold\"\n  additional_users = 1.5"));
+    tf.plan_fails().assert_error_at("Invalid additional_users", "additional_users = 1.5").assert_says("1.5 is not a whole number");
+
+    // R5: a tier that is not in the catalog is refused at plan time too (the catalog is read once).
+    tf.write_main(&plan_hcl("  plan = \"bronze\""));
+    tf.plan_fails().assert_error_at("Invalid plan", "plan = \"bronze\"").assert_says("R5: plan `bronze` is not in the catalog");
+
+    // Nothing was created.
+    let list = expect_status(&server.client().get("/v1/billing-plans").await, 200);
+    assert_eq!(list["items"], json!([]));
+}
+
+#[tokio::test]
+async fn billing_plan_unknown_values_are_not_invalid() {
+    let server = server().await;
+    let tf = Terraform::new(&server);
+    // `b.plan` is unknown while planning (it depends on `a.status`, known only after apply):
+    // the plan must succeed, and apply must create it with the value it turns out to be.
+    tf.write_main(
+        r#"
+resource "matrixhost_billing_plan" "a" {
+  plan = "nickel"
+}
+resource "matrixhost_billing_plan" "b" {
+  plan             = matrixhost_billing_plan.a.status == "active" ? "silver" : "gold"
+  additional_users = matrixhost_billing_plan.a.mau_cap
+}
+"#,
+    );
+    tf.init();
+    tf.assert_changes().assert_contains("(known after apply)");
+    tf.apply();
+    let b = tf.values("matrixhost_billing_plan.b");
+    assert_eq!(b["plan"], "silver");
+    assert_eq!(b["additional_users"], 10);
+    tf.assert_no_changes();
+    tf.destroy();
+}
