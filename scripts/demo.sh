@@ -162,12 +162,53 @@ print(json.dumps({
     api POST /v1/homeservers "$body" | pretty
 fi
 
+section "waiting for the homeserver to run (real Synapse on an encrypted volume)"
+hs_id="$(api GET '/v1/homeservers?name=demo' | json_get items.0.id)"
+status=""
+for _ in $(seq 1 240); do
+    hs="$(api GET "/v1/homeservers/$hs_id")"
+    status="$(json_get status <<<"$hs")"
+    [[ "$status" == "running" || "$status" == "failed" ]] && break
+    sleep 0.5
+done
+[[ "$status" == "running" ]] || die "homeserver demo is '$status': $(json_get status_reason <<<"$hs")"
+client_url="$(json_get client_url <<<"$hs")"
+server_name="$(json_get server_name <<<"$hs")"
+echo "homeserver demo is running at $client_url ($server_name)"
+curl -sS "$client_url/_matrix/client/versions" | pretty | head -n 8
+
+# A reserved admin account to log in with; its password stays in a private file.
+PASSWORD_FILE="$STATE_DIR/admin-password"
+if [[ ! -s "$PASSWORD_FILE" ]]; then
+    (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$PASSWORD_FILE")
+    api POST "/v1/homeservers/$hs_id/reserved-users" "$(python3 -c '
+import json, sys
+print(json.dumps({"email": "admin@demo.example", "localpart": "admin", "admin": True,
+                  "initial_password": open(sys.argv[1]).read().strip()}))
+' "$PASSWORD_FILE")" >/dev/null
+fi
+section "Matrix login as @admin:$server_name"
+login_ok=0
+for _ in $(seq 1 120); do
+    code="$(python3 -c '
+import json, sys
+print(json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"},
+                  "password": open(sys.argv[1]).read().strip()}))
+' "$PASSWORD_FILE" | curl -s -o "$WORK/login.json" -w '%{http_code}' -H 'Content-Type: application/json' --data @- "$client_url/_matrix/client/v3/login" || true)"
+    if [[ "$code" == "200" ]]; then login_ok=1; break; fi
+    sleep 0.5
+done
+[[ "$login_ok" -eq 1 ]] || die "login as admin failed: $(cat "$WORK/login.json" 2>/dev/null)"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("logged in as", d["user_id"], "device", d["device_id"])' "$WORK/login.json"
+
 section "matrixhostd is serving"
 cat <<EOF
 API:         $BASE
 token file:  ${TOKEN_FILE#"$ROOT/"}
 log:         ${LOG_FILE#"$ROOT/"}
 try:         curl -H "Authorization: Bearer \$(cat ${TOKEN_FILE#"$ROOT/"})" $BASE/v1/homeservers
+Matrix:      $client_url  user @admin:$server_name, password in ${PASSWORD_FILE#"$ROOT/"}
+             (homeservers keep running when matrixhostd stops; the next start re-adopts them)
 EOF
 
 if [[ "${MATRIXHOST_DEMO_EXIT:-0}" == "1" || -n "${CI:-}" ]]; then

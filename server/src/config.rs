@@ -21,7 +21,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Config file (TOML). Keys: listen, state_dir, database_url, platform_domain,
-    /// master_key_file, rate_limit_per_second, rate_limit_burst, test_clock, [catalog].
+    /// master_key_file, rate_limit_per_second, rate_limit_burst, test_clock, backup_dir, [catalog].
     #[arg(long, env = "MATRIXHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// State directory: the SQLite database, the master key and, later, homeserver volumes.
@@ -54,6 +54,13 @@ pub struct ServeArgs {
     /// R6 trial period in days before a new user counts toward the MAU cap (default 2).
     #[arg(long, env = "MATRIXHOSTD_MAU_TRIAL_DAYS")]
     pub mau_trial_days: Option<u32>,
+    /// Backup store directory (R4); outside every tenant volume. Default STATE_DIR/backups.
+    #[arg(long, env = "MATRIXHOSTD_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Test hook (needs --test-clock): pause every backup this many seconds after the database
+    /// is in the archive, so a test can kill matrixhostd mid-backup.
+    #[arg(long, hide = true)]
+    pub test_backup_delay_seconds: Option<u64>,
     /// Sustained requests per second allowed per API token.
     #[arg(long, env = "MATRIXHOSTD_RATE_LIMIT_PER_SECOND")]
     pub rate_limit_per_second: Option<f64>,
@@ -78,6 +85,7 @@ struct FileConfig {
     synapse_python: Option<PathBuf>,
     homeserver_ports: Option<[u16; 2]>,
     mau_trial_days: Option<u32>,
+    backup_dir: Option<PathBuf>,
 }
 
 /// Everything resolved.
@@ -96,6 +104,10 @@ pub struct Settings {
     pub catalog: Catalog,
     /// How homeservers are run; `None` with `--no-runtime`.
     pub runtime: Option<RuntimeSettings>,
+    /// Where encrypted backups are kept (R4).
+    pub backup_dir: PathBuf,
+    /// Test hook, only with the test clock: a pause inside every backup.
+    pub test_backup_delay: Option<Duration>,
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -137,6 +149,8 @@ impl Settings {
             no_runtime: true,
             homeserver_ports: None,
             mau_trial_days: None,
+            backup_dir: None,
+            test_backup_delay_seconds: None,
         })
     }
 
@@ -160,8 +174,15 @@ impl Settings {
             start_timeout: Duration::from_secs(60),
             interval: Duration::from_secs(5),
         });
+        let test_clock = args.test_clock || file.test_clock.unwrap_or(false);
+        anyhow::ensure!(
+            args.test_backup_delay_seconds.is_none() || test_clock,
+            "--test-backup-delay-seconds is a test hook and needs --test-clock"
+        );
         Ok(Settings {
             runtime,
+            backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| state_dir.join("backups")),
+            test_backup_delay: args.test_backup_delay_seconds.map(Duration::from_secs),
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid")),
             master_key_file: file.master_key_file.unwrap_or_else(|| state_dir.join("master.key")),
             state_dir,
@@ -169,7 +190,7 @@ impl Settings {
             platform_domain: file.platform_domain.unwrap_or_else(|| "matrixhost.localhost".into()),
             rate_limit_per_second,
             rate_limit_burst: args.rate_limit_burst.or(file.rate_limit_burst).unwrap_or(100).max(1),
-            test_clock: args.test_clock || file.test_clock.unwrap_or(false),
+            test_clock,
             dev: args.dev,
             catalog,
         })
@@ -204,8 +225,11 @@ mod tests {
             no_runtime: true,
             homeserver_ports: None,
             mau_trial_days: None,
+            backup_dir: None,
+            test_backup_delay_seconds: None,
         };
         let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.backup_dir, PathBuf::from("/tmp/x/backups"));
         assert_eq!(s.listen.port(), 9999);
         assert_eq!(s.platform_domain, "example.net");
         assert!(s.database_url.starts_with("sqlite:///tmp/x/"));
