@@ -176,8 +176,24 @@ pub fn document() -> Value {
     b.add(endpoint("get", path, "get_backup_policy", "Read the homeserver's backup policy").returns(200, policy.clone()));
     b.add(endpoint("put", path, "update_backup_policy", "Update the homeserver's backup policy").body(spec).returns(200, policy).if_match());
     b.add(endpoint("delete", path, "delete_backup_policy", "Delete the homeserver's backup policy").no_content().if_match());
-    let backups = b.schema::<Page<Backup>>();
-    b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/backups", "list_backups", "List the homeserver's backups (R4)").returns(200, backups).list());
+    let (backup, backups, erasure) = (b.schema::<Backup>(), b.schema::<Page<Backup>>(), b.schema::<BackupErasure>());
+    let path = "/v1/homeservers/{homeserver_id}/backups";
+    b.add(endpoint("get", path, "list_backups", "List the homeserver's backups (R4); also of a deleted homeserver until they expire").returns(200, backups).list());
+    b.add(endpoint("post", path, "create_backup", "Take an on-demand backup now (R4); 202, poll the backup until `completed`").returns(202, backup.clone()).create());
+    b.add(endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
+        .returns(200, erasure)
+        .query(&[("erase", "Must be `true`: erasing cannot be undone")]));
+    let item = "/v1/homeservers/{homeserver_id}/backups/{backup_id}";
+    b.add(endpoint("get", item, "get_backup", "Read a backup").returns(200, backup));
+    b.add(endpoint("delete", item, "delete_backup", "Delete a backup (not while it is written or restored)").no_content());
+    let (restore, restores, restore_create) = (b.schema::<Restore>(), b.schema::<Page<Restore>>(), b.schema::<RestoreCreate>());
+    let path = "/v1/homeservers/{homeserver_id}/restores";
+    b.add(endpoint("get", path, "list_restores", "List the homeserver's restores").returns(200, restores).list());
+    b.add(endpoint("post", path, "create_restore", "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in")
+        .body(restore_create)
+        .returns(202, restore.clone())
+        .create());
+    b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/restores/{restore_id}", "get_restore", "Read a restore and its status").returns(200, restore));
 
     let error = b.schema::<ApiError>();
     let Builder { mut generator, endpoints } = b;
@@ -270,6 +286,9 @@ fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     if e.operation_id == "create_billing_plan" {
         out.push((403, "R15: the organization's email is not verified"));
     }
+    if e.operation_id == "erase_backups" {
+        out.push((422, "`erase=true` is missing"));
+    }
     out.sort();
     out
 }
@@ -305,7 +324,7 @@ mod tests {
     fn every_operation_has_an_error_response_and_refs_resolve() {
         let doc = super::document();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for name in ["ApiError", "Homeserver", "BillingPlan", "ReservedUser", "BackupPolicy", "Backup", "Region", "Plan"] {
+        for name in ["ApiError", "Homeserver", "BillingPlan", "ReservedUser", "BackupPolicy", "Backup", "Restore", "BackupErasure", "Region", "Plan"] {
             assert!(schemas.contains_key(name), "missing schema {name}");
         }
         let text = doc.to_string();

@@ -363,6 +363,7 @@ pub struct BackupsDataSource {
 pub struct BackupItem {
     pub id: VS,
     pub status: VS,
+    pub kind: VS,
     pub started_at: VS,
     pub finished_at: VS,
     pub size_bytes: VN,
@@ -379,7 +380,8 @@ pub struct BackupsState {
 
 pub const BACKUP_FIELDS: FieldDocs = &[
     ("id", "The backup's id."),
-    ("status", "`running`, `completed` or `failed`."),
+    ("status", "`running` (queued or being written), `completed` or `failed`. Only completed backups can be restored."),
+    ("kind", "`scheduled` (the policy's daily backup, R4) or `on_demand`."),
     ("started_at", "When the backup started (RFC 3339)."),
     ("finished_at", "When it finished (RFC 3339), if it has."),
     ("size_bytes", "Size of the encrypted archive in bytes, once completed."),
@@ -395,6 +397,7 @@ pub fn backups_schema() -> Schema {
             list_of(object(&[
                 ("id", T::String),
                 ("status", T::String),
+                ("kind", T::String),
                 ("started_at", T::String),
                 ("finished_at", T::String),
                 ("size_bytes", T::Number),
@@ -435,6 +438,10 @@ impl DataSource for BackupsDataSource {
                                 matrixhost_api::BackupStatus::Completed => "completed",
                                 matrixhost_api::BackupStatus::Failed => "failed",
                             }),
+                            kind: match serde_json::to_value(b.kind) {
+                                Ok(serde_json::Value::String(k)) => s(k),
+                                _ => Value::Null,
+                            },
                             started_at: s(ts(b.started_at)),
                             finished_at: opt_ts(b.finished_at),
                             size_bytes: match b.size_bytes {

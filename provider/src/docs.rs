@@ -82,7 +82,7 @@ export TF_CLI_CONFIG_FILE="$PWD/terraform.rc"
 terraform init
 ```
 
-After rebuilding the binary, run `terraform init -upgrade` (the checksum in `.terraform.lock.hcl` changes).
+After rebuilding the binary, run `terraform init -upgrade` (or delete `.terraform.lock.hcl`): the checksum recorded for the version changes.
 
 ## Authentication
 

@@ -220,7 +220,7 @@ impl Provider for MatrixhostProvider {
                 return Some(());
             }
             Err(e) => {
-                diag::root_error(diags, format!("Cannot reach matrixhost at {endpoint}"), e.to_string());
+                diag::root_error(diags, format!("Cannot check the matrixhost credentials at {endpoint}"), e.to_string());
                 return Some(());
             }
         }

@@ -16,6 +16,7 @@ pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "runtime", include_str!("../migrations/0002_runtime.sql")),
+    (3, "backups", include_str!("../migrations/0003_backups.sql")),
 ];
 
 /// Which database the URL names.

@@ -1,6 +1,7 @@
 //! `matrixhostd`, the matrixhost hosting control plane.
 
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -38,12 +39,23 @@ pub struct App {
     pub wake: Arc<tokio::sync::Notify>,
     /// The homeserver runtime, unless started with `--no-runtime`.
     pub runtime: std::sync::OnceLock<Arc<runtime::Runtime>>,
+    /// Where encrypted backup archives are kept (R4).
+    pub backup_store: Arc<dyn backup::store::BackupStore>,
+    /// The backup worker, once `serve` started it.
+    pub backups: std::sync::OnceLock<Arc<backup::Backups>>,
 }
 
 impl App {
     /// Tells the runtime that desired state changed.
     pub fn changed(&self) {
         self.wake.notify_one();
+    }
+
+    /// Tells the backup worker that there is work (an on-demand backup, a restore).
+    pub fn backups_changed(&self) {
+        if let Some(b) = self.backups.get() {
+            b.wake();
+        }
     }
 
     /// Whether homeservers are really run (false with `--no-runtime`).
@@ -58,7 +70,10 @@ impl App {
         restrict_to_owner(&settings.state_dir)?;
         let db = db::connect(&settings.database_url).await?;
         let sealer = Sealer::load_or_create(&settings.master_key_file)?;
+        let backup_store = Arc::new(backup::store::DirStore::open(&settings.backup_dir)?);
         Ok(App {
+            backup_store,
+            backups: std::sync::OnceLock::new(),
             db,
             clock: if settings.test_clock { Clock::adjustable() } else { Clock::system() },
             rate_limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
@@ -105,13 +120,20 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
     if app.settings.dev {
         auth::bootstrap_dev(&app).await?;
     }
+    let mut hosted = None;
     if let Some(runtime_settings) = app.settings.runtime.clone() {
         let runtime = runtime::Runtime::new(app.clone(), runtime_settings)?;
         let _ = app.runtime.set(runtime.clone());
+        hosted = Some(runtime.clone());
         tokio::spawn(runtime.run());
     } else {
         tracing::warn!("started with --no-runtime: homeservers are recorded but not run");
     }
+    // R4: backups next to the runtime (without it, only retention runs).
+    let backups = backup::Backups::new(app.clone(), hosted);
+    let _ = app.backups.set(backups.clone());
+    tracing::info!(store = %app.backup_store.describe(), "backup worker started");
+    tokio::spawn(backups.run());
     let listener = tokio::net::TcpListener::bind(app.settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", app.settings.listen))?;
@@ -119,6 +141,12 @@ pub async fn serve(app: App) -> anyhow::Result<()> {
     // Tests and scripts read the bound address here (useful with port 0).
     std::fs::write(app.settings.state_dir.join("matrixhostd.addr"), addr.to_string())?;
     tracing::info!(%addr, database = %db::redact_url(&app.settings.database_url), "matrixhostd listening");
+    // Small JSON responses must not wait for Nagle's algorithm (Terraform makes many calls).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
     app.db.close().await;
     tracing::info!("matrixhostd stopped");

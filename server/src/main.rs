@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use matrixhost_api::{Email, OrgName};
 use matrixhost_server::config::{ServeArgs, Settings, StoreArgs};
-use matrixhost_server::{auth, db, operator, App};
+use matrixhost_server::{auth, backup, db, operator, App};
 
 #[derive(Parser)]
 #[command(name = "matrixhostd", version, about = "The matrixhost hosting control plane")]
@@ -28,6 +28,10 @@ enum Command {
     /// Operator actions on billing plans (R12).
     #[command(subcommand)]
     Billing(BillingCommand),
+    /// Encrypted backups (R4): list, take, restore. `take` and `restore` are carried out by
+    /// the running `matrixhostd serve` on the same state; the command waits for the outcome.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
     /// Print the OpenAPI document.
@@ -103,6 +107,44 @@ enum BillingCommand {
 }
 
 #[derive(Subcommand)]
+enum BackupCommand {
+    /// List a homeserver's backups, oldest first (also of a deleted homeserver).
+    List {
+        homeserver_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Take an on-demand backup now.
+    Take {
+        homeserver_id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Restore a completed backup into its homeserver. The homeserver keeps running while the
+    /// archive is verified, then is offline while the data is swapped in and Synapse restarts.
+    /// A corrupt archive is refused and changes nothing.
+    Restore {
+        backup_id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct WaitArgs {
+    /// Return once the request is recorded, without waiting for the outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for the outcome.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
 enum OrgCommand {
     /// Create an organization.
     Create {
@@ -163,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Billing(BillingCommand::PaymentFailed { id, store }) => operator::set_payment_status(&open(&store).await?.db, &id, true).await,
         Command::Billing(BillingCommand::PaymentSettled { id, store }) => operator::set_payment_status(&open(&store).await?.db, &id, false).await,
         Command::Org(OrgCommand::Verify { name, store }) => auth::verify_org(&open(&store).await?.db, &name).await,
+        Command::Backup(command) => backup_command(command).await,
         Command::Token(TokenCommand::Create { org, create_org: create, email, verified, description, store }) => {
             let app = open(&store).await?;
             let found = match auth::find_org(&app.db, &org).await? {
@@ -196,6 +239,102 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("revoked token {id}");
             Ok(())
         }
+    }
+}
+
+async fn backup_command(command: BackupCommand) -> anyhow::Result<()> {
+    match command {
+        BackupCommand::List { homeserver_id, store } => {
+            let app = open(&store).await?;
+            for b in backup::operator_list(&app, &homeserver_id).await? {
+                println!(
+                    "{}\t{}\t{}\tstarted {}\tfinished {}\t{} bytes\texpires {}{}",
+                    b.id,
+                    status_name(b.status),
+                    match b.kind {
+                        matrixhost_api::BackupKind::Scheduled => "scheduled",
+                        matrixhost_api::BackupKind::OnDemand => "on_demand",
+                    },
+                    backup::show_time(Some(b.started_at)),
+                    backup::show_time(b.finished_at),
+                    b.size_bytes.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    backup::show_time(Some(b.expires_at)),
+                    b.error.map(|e| format!("\t{e}")).unwrap_or_default(),
+                );
+            }
+            Ok(())
+        }
+        BackupCommand::Take { homeserver_id, wait, store } => {
+            let app = open(&store).await?;
+            let b = backup::operator_take(&app, &homeserver_id).await?;
+            eprintln!("backup {} of homeserver {homeserver_id} requested", b.id);
+            if !wait.no_wait {
+                let done = wait_for(&wait, "backup", || async { Ok(backup::load_backup(&app, &b.id).await?.map(|b| (status_name(b.status), b.error))) }).await?;
+                anyhow::ensure!(done.0 == "completed", "backup {} failed: {}", b.id, done.1.unwrap_or_default());
+            }
+            println!("{}", b.id);
+            Ok(())
+        }
+        BackupCommand::Restore { backup_id, wait, store } => {
+            let app = open(&store).await?;
+            let r = backup::operator_restore(&app, &backup_id).await?;
+            eprintln!("restore {} of backup {backup_id} into homeserver {} requested", r.id, r.homeserver_id);
+            if !wait.no_wait {
+                let done = wait_for(&wait, "restore", || async {
+                    Ok(backup::load_restore(&app, &r.id).await?.map(|r| (restore_status_name(r.status), r.error)))
+                })
+                .await?;
+                anyhow::ensure!(done.0 == "completed", "restore {} failed: {}", r.id, done.1.unwrap_or_default());
+                eprintln!("restore {} completed: homeserver {} runs on the data of backup {backup_id}", r.id, r.homeserver_id);
+            }
+            println!("{}", r.id);
+            Ok(())
+        }
+    }
+}
+
+fn status_name(s: matrixhost_api::BackupStatus) -> &'static str {
+    match s {
+        matrixhost_api::BackupStatus::Running => "running",
+        matrixhost_api::BackupStatus::Completed => "completed",
+        matrixhost_api::BackupStatus::Failed => "failed",
+    }
+}
+
+fn restore_status_name(s: matrixhost_api::RestoreStatus) -> &'static str {
+    match s {
+        matrixhost_api::RestoreStatus::Pending => "pending",
+        matrixhost_api::RestoreStatus::Running => "running",
+        matrixhost_api::RestoreStatus::Completed => "completed",
+        matrixhost_api::RestoreStatus::Failed => "failed",
+    }
+}
+
+/// Polls `read` (status, error) until the status is `completed` or `failed`, reporting changes.
+async fn wait_for<F, Fut>(wait: &WaitArgs, what: &str, read: F) -> anyhow::Result<(&'static str, Option<String>)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<(&'static str, Option<String>)>>>,
+{
+    let started = std::time::Instant::now();
+    let mut last = "";
+    let mut hinted = false;
+    loop {
+        let (status, error) = read().await?.ok_or_else(|| anyhow::anyhow!("the {what} vanished (erased?)"))?;
+        if status != last {
+            eprintln!("{what}: {status}");
+            last = status;
+        }
+        if status == "completed" || status == "failed" {
+            return Ok((status, error));
+        }
+        let waited = started.elapsed();
+        if !hinted && waited > std::time::Duration::from_secs(30) && (status == "pending" || status == "running") {
+            eprintln!("still {status} after 30 s; the running `matrixhostd serve` on this state carries it out");
+            hinted = true;
+        }
+        anyhow::ensure!(waited < std::time::Duration::from_secs(wait.timeout), "gave up waiting after {} s; the {what} is still {status}", wait.timeout);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

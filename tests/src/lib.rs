@@ -956,3 +956,5 @@ pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
 
 pub mod runtime;
 pub mod terraform;
+pub mod modules;
+pub mod backups;

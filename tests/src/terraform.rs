@@ -355,6 +355,17 @@ impl Terraform {
         self.ok(&["import", "-input=false", "-no-color", address, id])
     }
 
+    /// Imports `id` into a throwaway `<resource_type>.probe` (declared with `body` in
+    /// `probe.tf`, as Terraform 1.0 requires) and panics unless the import fails; returns it.
+    #[track_caller]
+    pub fn import_fails(&self, resource_type: &str, body: &str, id: &str) -> TfOutput {
+        self.write_file("probe.tf", &format!("resource \"{resource_type}\" \"probe\" {{\n{body}\n}}\n"));
+        let out = self.run(&["import", "-input=false", "-no-color", &format!("{resource_type}.probe"), id]);
+        self.remove_file("probe.tf");
+        assert!(!out.success(), "importing `{id}` should have failed:\n{out}");
+        out
+    }
+
     #[track_caller]
     pub fn state_rm(&self, address: &str) -> TfOutput {
         self.ok(&["state", "rm", "-no-color", address])
@@ -367,31 +378,52 @@ impl Terraform {
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("terraform show -json is not JSON ({e}):\n{out}"))
     }
 
-    /// The attribute values of a resource (or `data.` source) in the state, by address.
+    /// The state file as JSON (read directly: no terraform process).
+    #[track_caller]
+    pub fn state_json(&self) -> Value {
+        let text = self.state_file();
+        assert!(!text.is_empty(), "no terraform.tfstate in {}", self.dir().display());
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("terraform.tfstate is not JSON ({e})"))
+    }
+
+    /// The attribute values of a resource (`type.name`) or data source (`data.type.name`) in
+    /// the state (blocks appear as `terraform show -json` shows them).
     #[track_caller]
     pub fn values(&self, address: &str) -> Value {
-        let state = self.show_json();
-        let resources = state["values"]["root_module"]["resources"].as_array().cloned().unwrap_or_default();
-        resources
+        let state = self.state_json();
+        let (mode, rest) = match address.strip_prefix("data.") {
+            Some(rest) => ("data", rest),
+            None => ("managed", address),
+        };
+        let (ty, name) = rest.split_once('.').unwrap_or_else(|| panic!("`{address}` is not type.name"));
+        state["resources"]
+            .as_array()
             .into_iter()
-            .find(|r| r["address"] == address)
-            .map(|r| r["values"].clone())
-            .unwrap_or_else(|| panic!("{address} is not in the state: {state}"))
+            .flatten()
+            .find(|r| r["mode"] == mode && r["type"] == ty && r["name"] == name && r.get("module").is_none())
+            .and_then(|r| r["instances"].get(0).map(|i| i["attributes"].clone()))
+            .unwrap_or_else(|| panic!("{address} is not in the state"))
     }
 
-    /// Whether an address is in the state.
+    /// Whether a resource is in the state.
     pub fn in_state(&self, address: &str) -> bool {
-        let out = self.run(&["state", "list", "-no-color"]);
-        out.stdout.lines().any(|l| l.trim() == address)
+        let state: Value = serde_json::from_str(&self.state_file()).unwrap_or(Value::Null);
+        let (mode, rest) = match address.strip_prefix("data.") {
+            Some(rest) => ("data", rest),
+            None => ("managed", address),
+        };
+        let Some((ty, name)) = rest.split_once('.') else { return false };
+        state["resources"].as_array().into_iter().flatten().any(|r| {
+            r["mode"] == mode && r["type"] == ty && r["name"] == name && r["instances"].as_array().is_some_and(|i| !i.is_empty())
+        })
     }
 
-    /// The outputs, as `terraform output -json` shows them (name -> value).
+    /// The outputs of the state (name -> value).
     #[track_caller]
     pub fn outputs(&self) -> Value {
-        let out = self.ok(&["output", "-json", "-no-color"]);
-        let all: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("terraform output -json is not JSON ({e}):\n{out}"));
+        let state = self.state_json();
         let mut m = serde_json::Map::new();
-        if let Some(obj) = all.as_object() {
+        if let Some(obj) = state["outputs"].as_object() {
             for (k, v) in obj {
                 m.insert(k.clone(), v["value"].clone());
             }

@@ -86,7 +86,9 @@ async fn billing_plan_lifecycle_create_update_replace_drift_import_destroy() {
     tf.state_rm("matrixhost_billing_plan.bp");
     tf.import("matrixhost_billing_plan.bp", &id).assert_contains("Import successful");
     tf.assert_no_changes();
-    tf.fails(&["import", "-no-color", "matrixhost_billing_plan.other", "bp_doesnotexist"]);
+    tf.import_fails("matrixhost_billing_plan", "  plan = \"gold\"", "bp_doesnotexist")
+        .assert_contains("Error: Cannot import billing plan")
+        .assert_says("No billing plan `bp_doesnotexist` exists in this organization.");
 
     // Destroy: the API lists nothing.
     tf.destroy();

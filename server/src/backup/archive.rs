@@ -343,8 +343,9 @@ impl<R: Read> DecryptingReader<R> {
             let copy = self.plain.clone();
             if self.stream.decrypt_in_place(self.position, true, &self.aad, &mut self.plain).is_err() {
                 // A chunk that authenticates as a middle chunk means the real end was cut off.
+                let whole = copy.len() == full;
                 let mut middle = copy;
-                let truncated = copy.len() == full
+                let truncated = whole
                     && self.stream.decrypt_in_place(self.position, false, &self.aad, &mut middle).is_ok();
                 middle.fill(0);
                 self.plain.clear();
@@ -529,7 +530,7 @@ impl<R: Read> EntryReader<R> {
 mod tests {
     use super::*;
 
-    fn sealer() -> (tempfile::TempDir, Sealer) {
+    fn new_sealer() -> (tempfile::TempDir, Sealer) {
         let dir = tempfile::tempdir().unwrap();
         let sealer = Sealer::load_or_create(&dir.path().join("master.key")).unwrap();
         (dir, sealer)
@@ -573,7 +574,7 @@ mod tests {
     // R4
     #[test]
     fn r4_round_trips_at_every_size_around_chunk_boundaries() {
-        let (_d, sealer) = sealer();
+        let (_d, sealer) = new_sealer();
         for len in [0, 1, 4095, 4096, 4097, 8192, 3 * 4096 + 17] {
             let plain = pseudo_random(len, len as u64 + 7);
             let archive = seal(&sealer, &plain, SMALL);
@@ -587,7 +588,7 @@ mod tests {
     // R4
     #[test]
     fn r4_no_plaintext_and_no_data_key_in_the_archive() {
-        let (_d, sealer) = sealer();
+        let (_d, sealer) = new_sealer();
         let marker = b"PLAINTEXT-MARKER-4f1d2c";
         let mut plain = pseudo_random(10_000, 3);
         plain.extend_from_slice(marker);
@@ -602,7 +603,7 @@ mod tests {
     // R4
     #[test]
     fn r4_a_flipped_byte_anywhere_is_refused_naming_the_chunk() {
-        let (_d, sealer) = sealer();
+        let (_d, sealer) = new_sealer();
         let plain = pseudo_random(3 * 4096 + 100, 9);
         let archive = seal(&sealer, &plain, SMALL);
         let header_len = Header::read(&mut archive.as_slice(), "bk_1").unwrap().1.len();
@@ -630,7 +631,7 @@ mod tests {
     // R4
     #[test]
     fn r4_truncation_is_refused_as_truncated() {
-        let (_d, sealer) = sealer();
+        let (_d, sealer) = new_sealer();
         let plain = pseudo_random(3 * 4096 + 100, 11);
         let archive = seal(&sealer, &plain, SMALL);
         let header_len = Header::read(&mut archive.as_slice(), "bk_1").unwrap().1.len();
@@ -659,8 +660,8 @@ mod tests {
     // R4
     #[test]
     fn r4_another_master_key_or_another_backup_is_refused() {
-        let (_d, sealer) = sealer();
-        let (_d2, other) = sealer();
+        let (_d, sealer) = new_sealer();
+        let (_d2, other) = new_sealer();
         let archive = seal(&sealer, b"hello", SMALL);
         assert!(message(open_all(&other, &archive).unwrap_err()).contains("cannot be decrypted: its data key failed authentication"));
         let wrong = DecryptingReader::open(archive.as_slice(), &sealer, "hs_a", "bk_2").err().unwrap();
@@ -672,7 +673,7 @@ mod tests {
     // R4
     #[test]
     fn r4_the_header_records_the_format_version_and_others_are_refused() {
-        let (_d, sealer) = sealer();
+        let (_d, sealer) = new_sealer();
         let archive = seal(&sealer, b"hello", SMALL);
         assert_eq!(&archive[..8], MAGIC);
         assert_eq!(u16::from_be_bytes([archive[8], archive[9]]), FORMAT_VERSION);

@@ -132,7 +132,7 @@ impl Dir {
             };
             out.push((name, kind));
         }
-        out.sort();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -182,6 +182,23 @@ impl Dir {
         // SAFETY: valid descriptor.
         check(unsafe { libc::syncfs(self.0.as_raw_fd()) })?;
         Ok(())
+    }
+
+    /// Gives this directory itself to `uid:gid` with `mode` (umask does not apply).
+    pub fn set_owner_mode(&self, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::fchown(self.0.as_raw_fd(), uid, gid) })?;
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::fchmod(self.0.as_raw_fd(), (mode & 0o777) as libc::mode_t) })?;
+        Ok(())
+    }
+
+    /// This directory's permission bits.
+    pub fn mode(&self) -> io::Result<u32> {
+        // SAFETY: a zeroed stat is a valid out-parameter for fstat on a valid descriptor.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::fstat(self.0.as_raw_fd(), &mut st) })?;
+        Ok(st.st_mode & 0o7777)
     }
 
     /// fsync of the directory itself (its entries).

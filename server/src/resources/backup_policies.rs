@@ -1,5 +1,5 @@
-//! `/v1/homeservers/{id}/backup-policy` (one per homeserver) and `/v1/homeservers/{id}/backups`
-//! (R4). Tables `backup_policies` and `backups`.
+//! `/v1/homeservers/{id}/backup-policy`, one per homeserver (R4). Table `backup_policies`. The
+//! backups themselves are in `resources/backups.rs`; when they run is `backup::scheduler`.
 
 use std::sync::Arc;
 
@@ -8,47 +8,38 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Duration, NaiveTime, Utc};
-use matrixhost_api::{Backup, BackupPolicy, BackupPolicySpec, BackupSchedule, BackupStatus, Page, RetentionDays, WindowTime};
+use chrono::{DateTime, Duration, Utc};
+use matrixhost_api::{BackupPolicy, BackupPolicySpec, BackupSchedule, RetentionDays, WindowTime};
 use sqlx::any::AnyRow;
 
 use crate::db::{is_unique_violation, ts, RowExt, Tx};
 use crate::error::{AppError, AppResult};
-use crate::http::{ApiJson, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
+use crate::http::{ApiJson, Caller, IdempotencyKey, IfMatch, Versioned};
 use crate::idempotency::{self, Begun};
+use crate::backup::scheduler;
 use crate::resources::homeservers;
 use crate::App;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/homeservers/{homeserver_id}/backup-policy", get(read).post(create).put(update).delete(remove))
-        .route("/v1/homeservers/{homeserver_id}/backups", get(list_backups))
 }
 
-/// R4: the first start of the daily window strictly after `now`.
-pub fn next_window(now: DateTime<Utc>, window: &WindowTime) -> DateTime<Utc> {
-    let minutes = window.minutes();
-    let time = NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0).expect("a parsed window is a valid time");
-    let today = now.date_naive().and_time(time).and_utc();
-    if today > now {
-        today
-    } else {
-        today + Duration::days(1)
-    }
-}
-
-fn from_row(r: &AnyRow, now: DateTime<Utc>) -> anyhow::Result<BackupPolicy> {
+/// R4: `next_backup_at` is the scheduler's own answer: the next window, or now when a backup
+/// is due (a catch-up after an outage), or a retry after a failure.
+fn from_row(r: &AnyRow, now: DateTime<Utc>, attempts: &[scheduler::Attempt]) -> anyhow::Result<BackupPolicy> {
     let window_start: WindowTime = r.parsed("window_start")?;
+    let created_at = r.time("created_at")?;
     Ok(BackupPolicy {
             id: r.text("id")?,
             homeserver_id: r.text("homeserver_id")?,
             schedule: BackupSchedule::parse(&r.text("schedule")?).map_err(anyhow::Error::msg)?,
-            next_backup_at: next_window(now, &window_start),
+            next_backup_at: scheduler::plan(&window_start, created_at, attempts, now).next_at,
             window_start,
             retention_days: RetentionDays::parse(r.int("retention_days")?).map_err(anyhow::Error::msg)?,
             encrypted: true,
             last_backup_at: r.opt_time("last_backup_at")?,
-            created_at: r.time("created_at")?,
+            created_at,
             updated_at: r.time("updated_at")?,
             version: r.int("version")?,
     })
@@ -66,7 +57,17 @@ async fn load(tx: &mut Tx<'_>, caller: &Caller, homeserver_id: &str, now: DateTi
     .fetch_optional(&mut **tx)
     .await?;
     let row = row.ok_or_else(|| AppError::not_found("backup policy"))?;
-    Ok(from_row(&row, now)?)
+    let attempts = sqlx::query(
+        "SELECT status, started_at, finished_at FROM backups WHERE homeserver_id = $1 AND kind = 'scheduled' AND started_at >= $2",
+    )
+    .bind(homeserver_id)
+    .bind(ts(now - scheduler::LOOKBACK))
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|a| Ok(scheduler::Attempt { failed: a.text("status")? == "failed", started_at: a.time("started_at")?, finished_at: a.opt_time("finished_at")? }))
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(from_row(&row, now, &attempts)?)
 }
 
 async fn read(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>) -> AppResult<Versioned<BackupPolicy>> {
@@ -149,6 +150,18 @@ async fn update(
     if done.rows_affected() != 1 {
         return Err(AppError::conflict("version_conflict", "backup policy changed concurrently; read it again and retry"));
     }
+    if spec.retention_days != current.retention_days {
+        // R4: the retention applies to the backups already taken, too.
+        let days = Duration::days(i64::from(spec.retention_days.get()));
+        let rows = sqlx::query("SELECT id, started_at FROM backups WHERE homeserver_id = $1").bind(&homeserver_id).fetch_all(&mut *tx).await?;
+        for r in &rows {
+            sqlx::query("UPDATE backups SET expires_at = $1 WHERE id = $2")
+                .bind(ts(r.time("started_at")? + days))
+                .bind(r.text("id")?)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     let policy = load(&mut tx, &caller, &homeserver_id, now).await?;
     tx.commit().await?;
     let version = policy.version;
@@ -163,63 +176,4 @@ async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id)
     tx.commit().await?;
     tracing::info!(backup_policy_id = %current.id, "deleted backup policy; existing backups stay until they expire");
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn backup_from_row(r: &AnyRow) -> anyhow::Result<Backup> {
-    Ok(Backup {
-        id: r.text("id")?,
-        homeserver_id: r.text("homeserver_id")?,
-        status: match r.text("status")?.as_str() {
-            "completed" => BackupStatus::Completed,
-            "failed" => BackupStatus::Failed,
-            _ => BackupStatus::Running,
-        },
-        started_at: r.time("started_at")?,
-        finished_at: r.opt_time("finished_at")?,
-        size_bytes: r.opt_int("size_bytes")?,
-        expires_at: r.time("expires_at")?,
-        error: r.opt_text("error")?,
-    })
-}
-
-/// Backups outlive a deleted homeserver until they expire, so the list answers for a deleted
-/// homeserver of the organization as long as it has backups.
-async fn list_backups(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    Path(homeserver_id): Path<String>,
-    params: ListParams,
-) -> AppResult<axum::Json<Page<Backup>>> {
-    let mut tx = app.db.begin().await?;
-    let exists = homeservers::load(&mut tx, &caller.org_id, &homeserver_id).await?.is_some();
-    let rows = sqlx::query(
-        "SELECT id, homeserver_id, status, started_at, finished_at, size_bytes, expires_at, error FROM backups \
-         WHERE homeserver_id = $1 AND org_id = $2 AND id > $3 ORDER BY id LIMIT $4",
-    )
-    .bind(&homeserver_id)
-    .bind(&caller.org_id)
-    .bind(params.after_id())
-    .bind(params.fetch())
-    .fetch_all(&mut *tx)
-    .await?;
-    if !exists && rows.is_empty() && params.after.is_none() {
-        return Err(AppError::not_found("homeserver"));
-    }
-    let items = rows.iter().map(backup_from_row).collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(axum::Json(params.page(items, |b| &b.id)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn r4_next_window_is_the_next_daily_start() {
-        let w = WindowTime::parse("03:00").unwrap();
-        let at = |h, m| Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0).unwrap();
-        assert_eq!(next_window(at(1, 0), &w), at(3, 0));
-        assert_eq!(next_window(at(3, 0), &w), at(3, 0) + Duration::days(1));
-        assert_eq!(next_window(at(23, 59), &w), at(3, 0) + Duration::days(1));
-    }
 }

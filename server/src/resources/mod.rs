@@ -1,6 +1,7 @@
 //! One module per resource, each with its routes, its table and its rules.
 
 pub mod backup_policies;
+pub mod backups;
 pub mod billing_plans;
 pub mod homeservers;
 pub mod platform;
@@ -19,4 +20,5 @@ pub fn routes() -> Router<Arc<App>> {
         .merge(homeservers::routes())
         .merge(reserved_users::routes())
         .merge(backup_policies::routes())
+        .merge(backups::routes())
 }

@@ -6,7 +6,6 @@
 //! echoed.
 
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -201,39 +200,6 @@ impl MatrixAdmin {
             error: "login answered without an access token".into(),
         })
     }
-}
-
-/// R23: the homeserver's current MAU count. Synapse 1.163 has no admin API for it (the figure is
-/// only exported as a Prometheus metric, which hosted homeservers do not enable), so it is read
-/// from the database the same way Synapse counts it for the cap: rows of `monthly_active_users`
-/// that are not application-service users. `python` is the homeserver's venv Python (there is
-/// no SQLite binding on the Rust side); the database is opened read-only.
-pub fn mau_from_db(python: &Path, db_path: &Path) -> anyhow::Result<u64> {
-    const SCRIPT: &str = r#"
-import sqlite3, sys, urllib.parse
-uri = "file:" + urllib.parse.quote(sys.argv[1]) + "?mode=ro"
-con = sqlite3.connect(uri, uri=True, timeout=10)
-(n,) = con.execute(
-    "SELECT COUNT(*) FROM monthly_active_users m LEFT JOIN users u ON m.user_id = u.name "
-    "WHERE u.appservice_id IS NULL OR u.appservice_id = ''"
-).fetchone()
-print(n)
-"#;
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(db_path)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("");
-        anyhow::bail!("reading the MAU count from {} failed: {last}", db_path.display());
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().context("the MAU count is not a number")
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ pub mod privacy_notice;
 mod process;
 mod reconcile;
 mod store;
-mod synapse_db;
+pub mod synapse_db;
 pub mod synapse;
 pub mod tenant_user;
 pub mod volume;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub struct Runtime {
     volumes: Arc<volume::VolumeManager>,
     processes: Mutex<Processes>,
     wake: Arc<Notify>,
+    /// One actor per homeserver at a time: a reconcile, a backup or a restore (R4).
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Runtime {
@@ -61,7 +63,35 @@ impl Runtime {
             settings.synapse_python.display()
         );
         volumes.check_support()?;
-        Ok(Arc::new(Runtime { wake: app.wake.clone(), app, settings, volumes, processes: Mutex::default() }))
+        Ok(Arc::new(Runtime { wake: app.wake.clone(), app, settings, volumes, processes: Mutex::default(), locks: Default::default() }))
+    }
+
+    /// The homeserver's lock. Whoever holds it is the only one acting on the homeserver's
+    /// process and volume: the reconciler skips a homeserver whose lock is taken, and a backup
+    /// or restore waits for a reconcile to finish.
+    pub fn homeserver_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1 || l.try_lock().is_err());
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    pub fn volumes(&self) -> &Arc<volume::VolumeManager> {
+        &self.volumes
+    }
+
+    pub fn synapse_python(&self) -> &Path {
+        &self.settings.synapse_python
+    }
+
+    /// Stops the homeserver's Synapse (for a restore). The caller holds its lock; the
+    /// reconciler starts it again once the lock is released and [`Runtime::wake`] is called.
+    pub async fn stop_homeserver(&self, id: &str) {
+        self.stop_process(id).await;
+    }
+
+    /// Asks the reconciler for a pass now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Reconciles until the process ends: at once, whenever the API changes something, and at

@@ -54,14 +54,32 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
 
 impl Runtime {
     pub(super) async fn pass(self: &Arc<Self>) -> anyhow::Result<()> {
-        let now = self.app.clock.now();
         let mut tasks = tokio::task::JoinSet::new();
         for (id, org_id) in store::homeserver_ids(&self.app.db).await? {
-            let Some(target) = store::target(&self.app.db, &org_id, &id, now, &self.app.settings.catalog).await? else { continue };
             let this = self.clone();
-            tasks.spawn(async move { this.reconcile_one(target).await });
+            tasks.spawn(async move {
+                // A backup or restore holds the homeserver: leave it to the next pass. The target
+                // is read under the lock, so it reflects what a restore just changed.
+                let lock = this.homeserver_lock(&id);
+                let Ok(_guard) = lock.try_lock() else {
+                    tracing::debug!(homeserver_id = %id, "busy with a backup or restore; next pass");
+                    return Ok(());
+                };
+                let now = this.app.clock.now();
+                let Some(target) = store::target(&this.app.db, &org_id, &id, now, &this.app.settings.catalog).await? else { return Ok(()) };
+                this.reconcile_one(target).await;
+                anyhow::Ok(())
+            });
         }
-        while tasks.join_next().await.is_some() {}
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         self.collect_orphans().await
     }
 
@@ -159,7 +177,7 @@ impl Runtime {
     }
 
     /// Stops the homeserver's process, if one runs.
-    async fn stop_process(&self, id: &str) {
+    pub(super) async fn stop_process(&self, id: &str) {
         let config_path = self.volumes.data_dir(id).join("homeserver.yaml");
         let known = self.processes.lock().await.0.remove(id);
         let pids = known.map(|r| vec![r.pid]).unwrap_or_else(|| process::find(&config_path));
@@ -396,7 +414,7 @@ impl Runtime {
         let (owned, python) = (id.to_owned(), self.settings.synapse_python.clone());
         let (used, mau) = blocking(move || {
             let used = volumes.used_bytes(&owned)?;
-            let mau = super::matrix_admin::mau_from_db(&python, &volumes.data_dir(&owned).join("homeserver.db"))?;
+            let mau = super::synapse_db::mau(&python, &volumes.data_dir(&owned).join("homeserver.db"))?;
             Ok((used, mau))
         })
         .await?;

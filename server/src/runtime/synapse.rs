@@ -727,7 +727,8 @@ mod integration {
     use serde_json::{json, Value};
     use sha2::Sha256;
 
-    use super::super::matrix_admin::{mau_from_db, MatrixAdmin, MatrixError};
+    use super::super::matrix_admin::{MatrixAdmin, MatrixError};
+    use super::super::synapse_db;
     use super::super::privacy_notice::{self, NoticeInput};
     use super::*;
 
@@ -860,7 +861,7 @@ mod integration {
         }
 
         fn mau(&self) -> u64 {
-            mau_from_db(&self.python, &self.spec.data_dir.join(DATABASE_FILE)).unwrap()
+            synapse_db::mau(&self.python, &self.spec.data_dir.join(DATABASE_FILE)).unwrap()
         }
 
         /// A raw client call: (status, JSON body or Null).

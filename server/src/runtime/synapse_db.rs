@@ -44,3 +44,19 @@ for name, version, ts in con.execute("SELECT name, consent_version, consent_ts F
         })
         .collect()
 }
+
+/// R23: the current MAU count. Synapse 1.163 has no admin API for it (only a Prometheus metric,
+/// which hosted homeservers do not enable), so it is read the way Synapse counts it for the cap:
+/// rows of `monthly_active_users` that are not application-service users.
+pub fn mau(python: &Path, db_path: &Path) -> anyhow::Result<u64> {
+    const SCRIPT: &str = r#"
+import sqlite3, sys, urllib.parse
+con = sqlite3.connect("file:" + urllib.parse.quote(sys.argv[1]) + "?mode=ro", uri=True, timeout=10)
+(n,) = con.execute(
+    "SELECT COUNT(*) FROM monthly_active_users m LEFT JOIN users u ON m.user_id = u.name "
+    "WHERE u.appservice_id IS NULL OR u.appservice_id = ''"
+).fetchone()
+print(n)
+"#;
+    run(python, db_path, SCRIPT)?.trim().parse::<u64>().context("the MAU count is not a number")
+}

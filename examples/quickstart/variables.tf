@@ -1,0 +1,38 @@
+variable "name" {
+  description = "Name of the homeserver (a lower-case DNS label)."
+  type        = string
+  default     = "quickstart"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.name))
+    error_message = "The name must be a lower-case DNS label: a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
+variable "organization" {
+  description = "Your organization's legal name: the data controller named in the homeserver's privacy notice (R19)."
+  type        = string
+  default     = "Example Corp"
+}
+
+variable "admin_email" {
+  description = "Email address of the homeserver's first administrator (also the data controller's contact, R19)."
+  type        = string
+  default     = "admin@example.com"
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.admin_email))
+    error_message = "The admin_email must be an email address."
+  }
+}
+
+variable "admin_password" {
+  description = "Initial password of the `admin` account (12+ characters). Pass it as TF_VAR_admin_password, never in a file you commit."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = length(var.admin_password) >= 12
+    error_message = "The admin_password must have at least 12 characters."
+  }
+}
