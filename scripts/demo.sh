@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# The one command that sets up and runs the main job: builds matrixhostd,
-# starts it in dev mode on loopback and shows it serving a homeserver.
+# The main job, end to end, as a customer does it: install the tools, build,
+# start matrixhostd in dev mode (embedded SQLite) on loopback, install the
+# Terraform provider into a project-local filesystem mirror, `terraform apply`
+# examples/quickstart against matrixhostd, and log in to the new homeserver
+# through the Matrix client API.
 #
-#   MATRIXHOST_DEMO_PORT=8787  port to listen on
-#   MATRIXHOST_DEMO_EXIT=1     stop after the demo instead of staying up
-#                              (also the default when CI is set)
+#   MATRIXHOST_DEMO_PORT=8787  port for matrixhostd
+#   MATRIXHOST_DEMO_EXIT=1     stop matrixhostd after the demo instead of
+#                              staying up (also the default when CI is set)
+#
+# Reruns are idempotent: the state (matrixhostd's database, the Terraform state
+# and the admin password) lives in .state/demo/, so a second run applies no
+# changes and logs in to the same homeserver. Remove .state/demo/ to start over.
+# Secrets (the API token, the admin password) are read from 0600 files into
+# the environment of the commands that need them; they are never printed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,10 +25,18 @@ STATE_DIR="$ROOT/.state/demo"
 PID_FILE="$STATE_DIR/matrixhostd.pid"
 LOG_FILE="$STATE_DIR/matrixhostd.log"
 TOKEN_FILE="$STATE_DIR/dev-token"
+PASSWORD_FILE="$STATE_DIR/admin-password"
+MIRROR="$STATE_DIR/terraform-mirror"
+TF_RC="$STATE_DIR/terraform.rc"
+WORKDIR="$STATE_DIR/quickstart"
+EXAMPLE="$ROOT/examples/quickstart"
 SERVER_BIN="$ROOT/target/release/matrixhostd"
+PROVIDER_BIN="$ROOT/target/release/terraform-provider-matrixhost"
+TERRAFORM="$ROOT/.tools/bin/terraform"
 
 section() { printf '\n==== %s ====\n' "$*"; }
 die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
+rel() { printf '%s' "${1#"$ROOT/"}"; }
 
 # Stops a matrixhostd by pid: TERM, then KILL after 10 s.
 stop_pid() {
@@ -37,15 +54,17 @@ section "setup: tools"
 bash scripts/setup.sh
 
 export MATRIXHOST_TOOLS_DIR="$ROOT/.tools"
-export PATH="$ROOT/.tools/bin:$PATH"
 export CHECKPOINT_DISABLE=1
+[[ -x "$TERRAFORM" ]] || die "$TERRAFORM is missing after scripts/setup.sh"
 
-section "build: matrixhost-server (release)"
-cargo build --release -p matrixhost-server
+section "build: matrixhostd and terraform-provider-matrixhost (release)"
+cargo build --release -p matrixhost-server -p terraform-provider-matrixhost
 [[ -x "$SERVER_BIN" ]] || die "$SERVER_BIN was not built"
+[[ -x "$PROVIDER_BIN" ]] || die "$PROVIDER_BIN was not built"
 
-section "start: matrixhostd on $BASE"
+section "start: matrixhostd --dev on $BASE"
 mkdir -p "$STATE_DIR"
+chmod 700 "$STATE_DIR"
 # A previous demo may still be up (e.g. its terminal was closed): stop it, but
 # only if that pid really is a matrixhostd (pids get reused).
 if [[ -f "$PID_FILE" ]]; then
@@ -93,122 +112,130 @@ for _ in $(seq 1 60); do
     sleep 0.5
 done
 if [[ "$healthy" -ne 1 ]]; then
-    echo "---- last lines of $LOG_FILE ----" >&2
+    echo "---- last lines of $(rel "$LOG_FILE") ----" >&2
     tail -n 40 "$LOG_FILE" >&2 || true
     die "matrixhostd did not answer 200 on $BASE/healthz within 30 s"
 fi
-echo "matrixhostd is up (pid $SERVER_PID, log ${LOG_FILE#"$ROOT/"})"
+echo "matrixhostd is up (pid $SERVER_PID, log $(rel "$LOG_FILE"))"
+[[ -s "$TOKEN_FILE" ]] || die "no dev token at $(rel "$TOKEN_FILE")"
 
-[[ -s "$TOKEN_FILE" ]] || die "no dev token at $TOKEN_FILE"
-# The token goes into a private header file rather than curl's command line,
-# so it shows up neither in this output nor in the process list.
-(
-    umask 077
-    printf 'Authorization: Bearer %s\n' "$(tr -d '[:space:]' <"$TOKEN_FILE")" >"$WORK/auth-header"
-)
-
-# api METHOD PATH [JSON_BODY]: prints the response body; fails on HTTP errors
-# (showing the error body).
-api() {
-    local method="$1" path="$2"
-    local args=(-sS --fail-with-body --max-time 30 -X "$method" -H "@$WORK/auth-header")
-    if [[ $# -ge 3 ]]; then
-        args+=(-H 'Content-Type: application/json' --data "$3")
-    fi
-    curl "${args[@]}" "$BASE$path"
-}
-pretty() { python3 -m json.tool; }
-# json_get KEY.PATH: reads one field from the JSON document on stdin.
-json_get() {
-    python3 -c '
+section "install: the provider into the filesystem mirror $(rel "$MIRROR")"
+VERSION="$(cargo metadata --no-deps --format-version 1 | python3 -c '
 import json, sys
-value = json.load(sys.stdin)
-for key in sys.argv[1].split("."):
-    value = value[int(key)] if isinstance(value, list) else value[key]
-print(value if not isinstance(value, (dict, list)) else json.dumps(value))
-' "$1"
+print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "terraform-provider-matrixhost"))
+')"
+case "$(uname -m)" in
+    x86_64 | amd64) ARCH=amd64 ;;
+    aarch64 | arm64) ARCH=arm64 ;;
+    *) die "unsupported architecture $(uname -m)" ;;
+esac
+PLATFORM_DIR="$MIRROR/terraform.local/matrixhost/matrixhost/$VERSION/linux_$ARCH"
+mkdir -p "$PLATFORM_DIR"
+install -m 0755 "$PROVIDER_BIN" "$PLATFORM_DIR/terraform-provider-matrixhost_v$VERSION"
+cat >"$TF_RC" <<EOF
+provider_installation {
+  filesystem_mirror {
+    path    = "$MIRROR"
+    include = ["terraform.local/*/*"]
+  }
+  direct {
+    exclude = ["terraform.local/*/*"]
+  }
 }
+EOF
+echo "terraform.local/matrixhost/matrixhost $VERSION (linux_$ARCH); CLI config $(rel "$TF_RC")"
 
-section "GET /v1/regions"
-api GET /v1/regions | pretty
-
-section "GET /v1/plans"
-api GET /v1/plans | pretty
-
-# (To be replaced by a `terraform apply` of an example configuration.)
-section "homeserver 'demo'"
-existing="$(api GET '/v1/homeservers?name=demo')"
-count="$(python3 -c 'import json, sys; print(len(json.load(sys.stdin).get("items") or []))' <<<"$existing")"
-if [[ "$count" -gt 0 ]]; then
-    echo "homeserver 'demo' already exists (from an earlier run):"
-    json_get items.0 <<<"$existing" | pretty
-else
-    echo "POST /v1/billing-plans"
-    plan="$(api POST /v1/billing-plans '{"plan":"silver"}')"
-    pretty <<<"$plan"
-    plan_id="$(json_get id <<<"$plan")"
-
-    echo "POST /v1/homeservers"
-    body="$(python3 -c '
-import json, sys
-print(json.dumps({
-    "name": "demo",
-    "region": "us-east-1",
-    "billing_plan_id": sys.argv[1],
-    "volume": {"size_gb": 5, "encrypted": True},
-    "data_controller": {"entity_name": "Demo Corp", "admin_email": "admin@demo.example"},
-}))
-' "$plan_id")"
-    api POST /v1/homeservers "$body" | pretty
-fi
-
-section "waiting for the homeserver to run (real Synapse on an encrypted volume)"
-hs_id="$(api GET '/v1/homeservers?name=demo' | json_get items.0.id)"
-status=""
-for _ in $(seq 1 240); do
-    hs="$(api GET "/v1/homeservers/$hs_id")"
-    status="$(json_get status <<<"$hs")"
-    [[ "$status" == "running" || "$status" == "failed" ]] && break
-    sleep 0.5
-done
-[[ "$status" == "running" ]] || die "homeserver demo is '$status': $(json_get status_reason <<<"$hs")"
-client_url="$(json_get client_url <<<"$hs")"
-server_name="$(json_get server_name <<<"$hs")"
-echo "homeserver demo is running at $client_url ($server_name)"
-curl -sS "$client_url/_matrix/client/versions" | pretty | head -n 8
-
-# A reserved admin account to log in with; its password stays in a private file.
-PASSWORD_FILE="$STATE_DIR/admin-password"
+section "terraform: examples/quickstart"
+# The admin's initial password: generated once into a private file, handed to
+# Terraform as the sensitive variable admin_password (TF_VAR_admin_password).
 if [[ ! -s "$PASSWORD_FILE" ]]; then
+    if [[ -s "$WORKDIR/terraform.tfstate" ]] && grep -q '"matrixhost_reserved_user"' "$WORKDIR/terraform.tfstate"; then
+        die "$(rel "$PASSWORD_FILE") is gone but the admin account exists; remove .state/demo/ to start over"
+    fi
     (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$PASSWORD_FILE")
-    api POST "/v1/homeservers/$hs_id/reserved-users" "$(python3 -c '
-import json, sys
-print(json.dumps({"email": "admin@demo.example", "localpart": "admin", "admin": True,
-                  "initial_password": open(sys.argv[1]).read().strip()}))
-' "$PASSWORD_FILE")" >/dev/null
 fi
-section "Matrix login as @admin:$server_name"
-login_ok=0
-for _ in $(seq 1 120); do
-    code="$(python3 -c '
-import json, sys
-print(json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"},
-                  "password": open(sys.argv[1]).read().strip()}))
-' "$PASSWORD_FILE" | curl -s -o "$WORK/login.json" -w '%{http_code}' -H 'Content-Type: application/json' --data @- "$client_url/_matrix/client/v3/login" || true)"
-    if [[ "$code" == "200" ]]; then login_ok=1; break; fi
-    sleep 0.5
-done
-[[ "$login_ok" -eq 1 ]] || die "login as admin failed: $(cat "$WORK/login.json" 2>/dev/null)"
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("logged in as", d["user_id"], "device", d["device_id"])' "$WORK/login.json"
+# Terraform works in a copy of the example, so that its state, lock file and
+# .terraform/ stay under .state/ and the example directory stays clean.
+mkdir -p "$WORKDIR"
+rm -f "$WORKDIR"/*.tf
+cp "$EXAMPLE"/*.tf "$WORKDIR"/
+echo "working directory: $(rel "$WORKDIR") (a copy of examples/quickstart)"
 
-section "matrixhostd is serving"
+# tf ARGS...: runs Terraform 1.0.3 in the working directory with the
+# mirror, the endpoint and, from their files, the token and the password.
+tf() {
+    (
+        cd "$WORKDIR"
+        TF_CLI_CONFIG_FILE="$TF_RC" TF_IN_AUTOMATION=1 TF_INPUT=0 \
+            MATRIXHOST_ENDPOINT="$BASE" \
+            MATRIXHOST_TOKEN="$(tr -d '[:space:]' <"$TOKEN_FILE")" \
+            TF_VAR_admin_password="$(tr -d '\n' <"$PASSWORD_FILE")" \
+            "$TERRAFORM" "$@"
+    )
+}
+
+# -upgrade: a rebuilt provider has a new checksum for the lock file.
+tf init -input=false -upgrade -no-color
+tf apply -auto-approve -input=false -no-color
+
+client_url="$(tf output -raw client_url)"
+server_name="$(tf output -raw server_name)"
+admin_user_id="$(tf output -raw admin_user_id)"
+[[ -n "$client_url" ]] || die "the quickstart has no client_url"
+echo "homeserver $server_name is running at $client_url"
+curl -sS --max-time 10 "$client_url/_matrix/client/versions" | python3 -m json.tool | head -n 8
+
+section "Matrix login as $admin_user_id"
+# The account exists a few seconds after the apply: the homeserver restarts
+# once to take the reservation. The password goes to Python from its file and
+# the access token is never printed.
+python3 - "$client_url" "$PASSWORD_FILE" "$WORK/login.json" <<'PY' || die "login as admin failed: $(cat "$WORK/login.json" 2>/dev/null)"
+import json, sys, time, urllib.error, urllib.request
+
+client_url, password_file, out = sys.argv[1:4]
+password = open(password_file).read().strip()
+body = json.dumps({
+    "type": "m.login.password",
+    "identifier": {"type": "m.id.user", "user": "admin"},
+    "password": password,
+    "initial_device_display_name": "matrixhost demo",
+}).encode()
+deadline = time.time() + 180
+last = ""
+while time.time() < deadline:
+    req = urllib.request.Request(client_url + "/_matrix/client/v3/login", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            result = json.load(resp)
+            print("POST /_matrix/client/v3/login -> HTTP", resp.status)
+            print("logged in as", result["user_id"], "on", result.get("home_server", "?"),
+                  "with device", result["device_id"], "(access token not shown)")
+            sys.exit(0)
+    except urllib.error.HTTPError as e:
+        last = "HTTP %d %s" % (e.code, e.read().decode(errors="replace"))
+    except (urllib.error.URLError, OSError) as e:
+        last = str(e)
+    time.sleep(1)
+open(out, "w").write(last)
+sys.exit(1)
+PY
+
+section "your homeserver"
 cat <<EOF
-API:         $BASE
-token file:  ${TOKEN_FILE#"$ROOT/"}
-log:         ${LOG_FILE#"$ROOT/"}
-try:         curl -H "Authorization: Bearer \$(cat ${TOKEN_FILE#"$ROOT/"})" $BASE/v1/homeservers
-Matrix:      $client_url  user @admin:$server_name, password in ${PASSWORD_FILE#"$ROOT/"}
-             (homeservers keep running when matrixhostd stops; the next start re-adopts them)
+Matrix client:  open any Matrix client (e.g. Element), choose "Sign in" with a custom
+                homeserver $client_url
+                user:     admin   ($admin_user_id)
+                password: in $(rel "$PASSWORD_FILE")
+Terraform:      the quickstart's state is in $(rel "$WORKDIR"); to plan or change it:
+                  export TF_CLI_CONFIG_FILE=$TF_RC
+                  export MATRIXHOST_ENDPOINT=$BASE
+                  export MATRIXHOST_TOKEN="\$(cat $TOKEN_FILE)"
+                  export TF_VAR_admin_password="\$(cat $PASSWORD_FILE)"
+                  cd $WORKDIR && $TERRAFORM plan
+API:            $BASE   (token in $(rel "$TOKEN_FILE"), log in $(rel "$LOG_FILE"))
+Guides:         docs/guides/getting-started.md, docs/guides/enterprise-onboarding.md
+                (homeservers keep running when matrixhostd stops; the next start re-adopts them)
 EOF
 
 if [[ "${MATRIXHOST_DEMO_EXIT:-0}" == "1" || -n "${CI:-}" ]]; then
@@ -221,5 +248,5 @@ echo "matrixhostd keeps running; press Ctrl-C to stop it."
 # shell, whose EXIT trap then stops the server.
 status=0
 wait "$SERVER_PID" || status=$?
-echo "matrixhostd exited with status $status; see ${LOG_FILE#"$ROOT/"}" >&2
+echo "matrixhostd exited with status $status; see $(rel "$LOG_FILE")" >&2
 exit "$status"

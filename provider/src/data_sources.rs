@@ -83,7 +83,7 @@ impl DataSource for RegionsDataSource {
                 .filter(|r| !only || r.available)
                 .map(|r| RegionItem { code: s(r.code), name: s(r.name), country: s(r.country), available: Value::Value(r.available) })
                 .collect();
-            Some(RegionsState { available_only: config.available_only.clone(), regions: Value::Value(items) })
+            Some(RegionsState { available_only: config.available_only, regions: Value::Value(items) })
         })
     }
 }

@@ -305,11 +305,7 @@ pub fn render(root: &Path, page: &Page) -> Result<String, String> {
     let _ = writeln!(out, "## Example Usage\n\n```terraform\n{}\n```\n", read_example(root, page, main_example)?);
     let mut nested = Vec::new();
     let body = render_block(&page.schema.block, "", page, true, &mut nested);
-    if page.kind == Kind::Provider {
-        let _ = writeln!(out, "## Schema\n");
-    } else {
-        let _ = writeln!(out, "## Schema\n");
-    }
+    let _ = writeln!(out, "## Schema\n");
     out.push_str(&body);
     for n in nested {
         let _ = writeln!(out, "<a id=\"{}\"></a>\n### Nested Schema for `{}`\n", n.anchor, n.title);

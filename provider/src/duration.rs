@@ -30,7 +30,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total += number * seconds;
     }
-    if !(total > 0.0) || !total.is_finite() || total > 366.0 * 86400.0 {
+    if total <= 0.0 || total.is_nan() || !total.is_finite() || total > 366.0 * 86400.0 {
         return Err(format!("`{s}` is not a usable duration; it must be more than zero and at most a year"));
     }
     Ok(Duration::from_secs_f64(total))

@@ -47,8 +47,16 @@ data "matrixhost_homeserver" "by_name" {{
   name = matrixhost_homeserver.hs.name
 }}
 
+data "matrixhost_backups" "hs" {{
+  homeserver_id = matrixhost_homeserver.hs.id
+}}
+
 output "client_url" {{
   value = data.matrixhost_homeserver.by_name.client_url
+}}
+
+output "backups" {{
+  value = data.matrixhost_backups.hs.backups
 }}
 "#
     )
@@ -101,6 +109,33 @@ async fn homeserver_lifecycle_with_the_real_runtime() {
     assert_eq!(tf.values("matrixhost_backup_policy.bp")["retention_days"], 30, "R4");
 
     // No perpetual diff from normalisation (email case, domain case and order).
+    tf.assert_no_changes();
+
+    // An encrypted backup (R4), taken on demand through the API: the backups data source and
+    // the policy's last_backup_at show it after a refresh, and nothing is planned.
+    assert_eq!(tf.outputs()["backups"], json!([]));
+    let taken = api.post(&format!("/v1/homeservers/{id}/backups"), &json!({})).await;
+    assert_eq!(taken.0.as_u16(), 202, "{taken:?}");
+    let backup_id = taken.2["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let b = expect_status(&api.get(&format!("/v1/homeservers/{id}/backups/{backup_id}")).await, 200);
+        if b["status"] == "completed" {
+            break;
+        }
+        assert_ne!(b["status"], "failed", "{b}");
+        assert!(std::time::Instant::now() < deadline, "the backup did not complete: {b}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // (The new backup changes an output, so refresh first.)
+    tf.ok(&["apply", "-refresh-only", "-auto-approve", "-no-color"]);
+    let backups = tf.outputs()["backups"].clone();
+    assert_eq!(backups.as_array().map(Vec::len), Some(1), "{backups}");
+    assert_eq!(backups[0]["id"], backup_id.as_str());
+    assert_eq!(backups[0]["status"], "completed");
+    assert_eq!(backups[0]["kind"], "on_demand");
+    assert!(backups[0]["size_bytes"].as_i64().is_some_and(|n| n > 0), "{backups}");
+    assert!(tf.values("matrixhost_backup_policy.bp")["last_backup_at"].is_string());
     tf.assert_no_changes();
 
     // Update in place: waits until the homeserver runs the new settings.

@@ -227,7 +227,7 @@ fn check(diags: &mut Diagnostics, c: &HomeserverState) {
 /// says the same thing as `reference` in another spelling — the reference's spelling.
 fn inputs(config: &HomeserverState, reference: &HomeserverState) -> HomeserverState {
     let volume = match &config.volume {
-        Value::Value(v) => Value::Value(VolumeBlock { size_gb: v.size_gb.clone(), encrypted: or_default(&v.encrypted, true) }),
+        Value::Value(v) => Value::Value(VolumeBlock { size_gb: v.size_gb, encrypted: or_default(&v.encrypted, true) }),
         other => other.clone(),
     };
     let ref_dc = reference.data_controller.as_ref_option().cloned().unwrap_or_default();
@@ -473,6 +473,7 @@ impl HomeserverResource {
 
     /// Waits for `running` after a create or update and turns the outcome into state and
     /// diagnostics. The homeserver exists whatever happens, so the state is always returned.
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         diags: &mut Diagnostics,
@@ -777,7 +778,7 @@ impl HomeserverResource {
 /// Whether a change reaches the homeserver's process (everything but deletion protection).
 fn runtime_relevant(a: &HomeserverState, b: &HomeserverState) -> bool {
     let mut x = a.clone();
-    x.deletion_protection = b.deletion_protection.clone();
+    x.deletion_protection = b.deletion_protection;
     !same_settings(&x, b)
 }
 
