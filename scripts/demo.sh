@@ -156,7 +156,10 @@ if [[ ! -s "$PASSWORD_FILE" ]]; then
 fi
 # Terraform works in a copy of the example, so that its state, lock file and
 # .terraform/ stay under .state/ and the example directory stays clean.
+# The state holds the admin's initial password (a sensitive value): keep the
+# directory private.
 mkdir -p "$WORKDIR"
+chmod 700 "$WORKDIR"
 rm -f "$WORKDIR"/*.tf
 cp "$EXAMPLE"/*.tf "$WORKDIR"/
 echo "working directory: $(rel "$WORKDIR") (a copy of examples/quickstart)"
@@ -183,7 +186,6 @@ server_name="$(tf output -raw server_name)"
 admin_user_id="$(tf output -raw admin_user_id)"
 [[ -n "$client_url" ]] || die "the quickstart has no client_url"
 echo "homeserver $server_name is running at $client_url"
-curl -sS --max-time 10 "$client_url/_matrix/client/versions" | python3 -m json.tool | head -n 8
 
 section "Matrix login as $admin_user_id"
 # The account exists a few seconds after the apply: the homeserver restarts
@@ -220,6 +222,10 @@ while time.time() < deadline:
 open(out, "w").write(last)
 sys.exit(1)
 PY
+echo "GET /_matrix/client/versions:"
+curl -sS --max-time 10 "$client_url/_matrix/client/versions" | python3 -c '
+import json, sys
+print("  Matrix spec versions", ", ".join(json.load(sys.stdin)["versions"][-3:]), "...")' || true
 
 section "your homeserver"
 cat <<EOF

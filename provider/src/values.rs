@@ -216,3 +216,31 @@ mod tests {
         serde_json::to_value(n).unwrap()
     }
 }
+
+/// A block of at most one element (`volume`, `timeouts`, …) as one [`Value`]. Unlike
+/// tf-provider's `serde_as_vec`, the whole block list may be unknown (a `dynamic` block whose
+/// `for_each` is not known yet): that stays unknown instead of failing to decode.
+pub mod single_block {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Value;
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Value<T>, serializer: S) -> Result<S::Ok, S::Error> {
+        let list: Value<Vec<&T>> = match value {
+            Value::Value(v) => Value::Value(vec![v]),
+            Value::Null => Value::Value(Vec::new()),
+            Value::Unknown => Value::Unknown,
+        };
+        list.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<Value<T>, D::Error> {
+        match Value::<Vec<Value<T>>>::deserialize(deserializer)? {
+            Value::Unknown => Ok(Value::Unknown),
+            Value::Null => Ok(Value::Null),
+            Value::Value(items) if items.len() > 1 => Err(D::Error::custom("at most one block is allowed")),
+            Value::Value(items) => Ok(items.into_iter().next().unwrap_or(Value::Null)),
+        }
+    }
+}

@@ -216,13 +216,15 @@ fn target_dir() -> PathBuf {
 pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // The same command as scripts/test.sh's build (same feature unification), so after it
+        // this is a no-op instead of a rebuild of half the dependency tree per test binary.
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "matrixhost-server", "--bin", "matrixhostd"])
+            .args(["build", "--workspace", "--bins"])
             .current_dir(workspace_root())
             .status()
             .expect("running cargo build");
-        assert!(status.success(), "cargo build -p matrixhost-server failed: {status}");
+        assert!(status.success(), "cargo build --workspace --bins failed: {status}");
     });
     let path = target_dir().join("debug").join(name);
     assert!(path.exists(), "{} does not exist after cargo build", path.display());

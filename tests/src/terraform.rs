@@ -38,6 +38,7 @@ pub fn required_providers() -> String {
     format!("terraform {{\n  required_providers {{\n    matrixhost = {{\n      source = \"{SOURCE}\"\n    }}\n  }}\n}}\n")
 }
 
+
 /// The Terraform binary: `$MATRIXHOST_TOOLS_DIR/bin/terraform` or `<workspace>/.tools/bin/terraform`
 /// (installed by `scripts/setup.sh`).
 pub fn terraform_bin() -> PathBuf {
@@ -47,35 +48,9 @@ pub fn terraform_bin() -> PathBuf {
     bin
 }
 
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        }
-        None => workspace_root().join("target"),
-    }
-}
-
-/// Builds the provider once per test process and returns its path.
+/// The provider binary, built with the rest of the workspace.
 pub fn provider_bin() -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "terraform-provider-matrixhost", "--bin", "terraform-provider-matrixhost"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "cargo build -p terraform-provider-matrixhost failed: {status}");
-    });
-    let path = target_dir().join("debug/terraform-provider-matrixhost");
-    assert!(path.exists(), "{} does not exist after cargo build", path.display());
-    path
+    crate::workspace_bin("terraform-provider-matrixhost")
 }
 
 /// A filesystem mirror holding the freshly built provider, and the CLI config that uses it.

@@ -11,7 +11,7 @@ use matrixhost_api::{
 };
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::{NestedBlock, Schema};
-use tf_provider::value::{self as tfvalue, ValueEmpty};
+use tf_provider::value::ValueEmpty;
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use super::{
@@ -102,7 +102,7 @@ pub struct HomeserverState {
     pub deletion_protection: VB,
     pub volume: Value<VolumeBlock>,
     pub data_controller: Value<DataControllerBlock>,
-    #[serde(with = "tfvalue::serde_as_vec")]
+    #[serde(with = "crate::values::single_block")]
     pub timeouts: Value<TimeoutsBlock>,
     pub status: VS,
     pub status_reason: VS,

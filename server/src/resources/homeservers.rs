@@ -290,6 +290,7 @@ async fn update(
         ));
     }
     let stored_version = hs.version;
+    let before = hs.clone();
     hs.federation_enabled = body.federation_enabled;
     hs.registration = policy.mode;
     hs.allowed_email_domains = policy.allowed_email_domains;
@@ -300,10 +301,15 @@ async fn update(
     hs.data_controller = body.data_controller;
     hs.updated_at = now;
     hs.version += 1;
+    // Long work is a status: a change the homeserver must apply shows `updating` at once, so a
+    // client polling for `running` never mistakes the old state for the new one.
+    if app.hosts_homeservers() && needs_apply(&before, &hs) && matches!(hs.status, HomeserverStatus::Running | HomeserverStatus::Blocked) {
+        hs.status = HomeserverStatus::Updating;
+    }
     let done = sqlx::query(
         "UPDATE homeservers SET federation_enabled = $1, registration = $2, allowed_email_domains = $3, guest_access = $4, \
          encryption_by_default = $5, deletion_protection = $6, volume_size_gb = $7, dc_entity_name = $8, dc_admin_email = $9, \
-         updated_at = $10, version = $11 WHERE id = $12 AND version = $13",
+         updated_at = $10, version = $11, status = $14 WHERE id = $12 AND version = $13",
     )
     .bind(i64::from(hs.federation_enabled))
     .bind(hs.registration.as_str())
@@ -318,6 +324,7 @@ async fn update(
     .bind(hs.version)
     .bind(&hs.id)
     .bind(stored_version)
+    .bind(hs.status.as_str())
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {
@@ -328,6 +335,15 @@ async fn update(
     tracing::info!(homeserver_id = %hs.id, "updated homeserver");
     let version = hs.version;
     Ok(Versioned::ok(hs, version))
+}
+
+/// Whether a change reaches the running homeserver (deletion protection is the control plane's).
+fn needs_apply(before: &Homeserver, after: &Homeserver) -> bool {
+    let mut unchanged = after.clone();
+    unchanged.deletion_protection = before.deletion_protection;
+    unchanged.updated_at = before.updated_at;
+    unchanged.version = before.version;
+    unchanged != *before
 }
 
 /// A homeserver being torn down takes no more changes.

@@ -102,7 +102,7 @@ impl Runtime {
             Err(err) => {
                 let reason = format!("{err:#}");
                 tracing::error!(homeserver_id = %id, error = %reason, "homeserver failed");
-                let _ = store::set_status(&self.app.db, &id, HomeserverStatus::Failed, Some(&reason), None, self.app.clock.now()).await;
+                let _ = store::set_status(&self.app.db, &id, HomeserverStatus::Failed, Some(&reason), None, self.app.clock.now(), None).await;
             }
         }
     }
@@ -235,7 +235,7 @@ impl Runtime {
         let restart_needed = running.as_ref().is_none_or(|r| r.config_hash != hash);
         if restart_needed {
             if let Some(r) = &running {
-                store::set_status(&self.app.db, id, HomeserverStatus::Updating, Some("applying new settings"), None, self.app.clock.now()).await?;
+                store::set_status(&self.app.db, id, HomeserverStatus::Updating, Some("applying new settings"), None, self.app.clock.now(), None).await?;
                 process::stop(r.pid, &r.config_path, STOP_GRACE).await;
             }
             self.start(id, &spec, &secrets, &notice, &user, &hash).await?;
@@ -257,7 +257,7 @@ impl Runtime {
             None => (HomeserverStatus::Running, None),
         };
         if hs.status != status || hs.client_url.as_deref() != Some(client_url.as_str()) || hs.status_reason.as_deref() != reason {
-            store::set_status(&self.app.db, id, status, reason, Some((&client_url, &notice_url)), self.app.clock.now()).await?;
+            store::set_status(&self.app.db, id, status, reason, Some((&client_url, &notice_url)), self.app.clock.now(), Some(hs.version)).await?;
             tracing::info!(homeserver_id = %id, status = status.as_str(), "homeserver converged");
         }
         Ok(())

@@ -154,10 +154,12 @@ pub async fn set_status(
     reason: Option<&str>,
     urls: Option<(&str, &str)>,
     now: DateTime<Utc>,
+    only_at_version: Option<i64>,
 ) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE homeservers SET status = $1, status_reason = $2, client_url = COALESCE($3, client_url), \
-         privacy_notice_url = COALESCE($4, privacy_notice_url), updated_at = $5 WHERE id = $6 AND status <> 'deleting'",
+         privacy_notice_url = COALESCE($4, privacy_notice_url), updated_at = $5 WHERE id = $6 AND status <> 'deleting' \
+         AND ($7 < 0 OR version = $7)",
     )
     .bind(status.as_str())
     .bind(reason)
@@ -165,6 +167,8 @@ pub async fn set_status(
     .bind(urls.map(|u| u.1.to_owned()))
     .bind(ts(now))
     .bind(id)
+    // A pass that read the homeserver before a newer change must not report on it.
+    .bind(only_at_version.unwrap_or(-1))
     .execute(db)
     .await?;
     Ok(())
