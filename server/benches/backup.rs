@@ -27,7 +27,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 /// The value of `key=...` in the last log line containing `what`.
 fn log_field(log: &str, what: &str, key: &str) -> Option<String> {
     let line = strip_ansi(log).lines().rev().find(|l| l.contains(what))?.to_owned();
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
     let rest = &line[start..];
     let value = rest.split_whitespace().next()?.trim_matches('"');
     Some(value.to_owned())
@@ -97,6 +97,7 @@ con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     let log = server.log();
     let server_secs: f64 = log_field(&log, "backup completed", "seconds").and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
     let plaintext: f64 = log_field(&log, "backup completed", "plaintext_bytes").and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let copy_secs: f64 = log_field(&log, "backup completed", "database_copy_seconds").and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
     let backup_hwm = vm_hwm_kib(pid);
 
     // Restore.
@@ -116,6 +117,7 @@ con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     println!("  plaintext archived          {:>10.1} MB", mb(plaintext));
     println!("  archive size                {:>10.1} MB", mb(archive_bytes as f64));
     println!("  backup, server side         {:>10.2} s   {:>8.1} MB/s", server_secs, mb(plaintext) / server_secs);
+    println!("    of which SQLite online copy {:>8.2} s   (then {:.2} s to encrypt and store: {:.1} MB/s)", copy_secs, server_secs - copy_secs, mb(plaintext) / (server_secs - copy_secs));
     println!("  backup, request to done     {:>10.2} s   {:>8.1} MB/s", backup_wall, mb(plaintext) / backup_wall);
     println!("  restore, verify + unpack    {:>10.2} s   {:>8.1} MB/s", unpack_secs, mb(plaintext) / unpack_secs);
     println!("  restore, request to running {:>10.2} s   {:>8.1} MB/s  (includes stopping and starting Synapse)", restore_wall, mb(plaintext) / restore_wall);

@@ -153,10 +153,15 @@ async fn r4_a_tampered_archive_is_refused_and_the_live_data_is_untouched() {
     assert!(now.contains(&before) && now.contains(&after), "{now:?}");
     assert!(!server.data_dir(&id).join(".mh-restore-staging").exists(), "staged plaintext left behind");
 
-    // The intact archive still restores.
+    // The intact archive still restores, here through the operator CLI, which waits for the
+    // serving matrixhostd to carry it out.
     std::fs::write(&archive, &original).unwrap();
-    let ok = restore(&client, &id, &bk).await;
+    let listed = server.cli_ok(&["backup", "list", &id]).await;
+    assert!(listed.contains(&bk) && listed.contains("completed"), "{listed}");
+    let restore_id = server.cli_ok(&["backup", "restore", &bk]).await.trim().to_owned();
+    let ok = expect_status(&client.get(&format!("/v1/homeservers/{id}/restores/{restore_id}")).await, 200);
     assert_eq!(ok["status"], "completed", "{ok}");
+    assert_eq!(ok["requested_by"], "operator", "{ok}");
     let token = login_eventually(&m, "alice").await;
     let (_, back) = messages(&m, &token, &room, 50).await;
     assert!(back.contains(&before) && !back.contains(&after), "{back:?}");

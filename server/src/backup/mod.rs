@@ -228,7 +228,7 @@ impl Backups {
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(
                     homeserver_id, backup_id = %id, size_bytes = size, files = stats.files, plaintext_bytes = stats.bytes,
-                    seconds = format!("{secs:.2}"), mb_per_s = format!("{:.1}", stats.bytes as f64 / 1e6 / secs.max(1e-6)),
+                    database_copy_seconds = format!("{:.2}", stats.copy_seconds), seconds = format!("{secs:.2}"), mb_per_s = format!("{:.1}", stats.bytes as f64 / 1e6 / secs.max(1e-6)),
                     "backup completed"
                 );
                 records::complete_backup(db, &id, size, finished).await
