@@ -18,7 +18,7 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/matrixhostd";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 
 /// Where the store lives; shared by `serve` and the operator commands.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
     /// Config file (TOML). Keys: listen, state_dir, database_url, platform_domain,
     /// master_key_file, rate_limit_per_second, rate_limit_burst, test_clock, backup_dir, [catalog].
@@ -32,7 +32,7 @@ pub struct StoreArgs {
     pub database_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -139,19 +139,8 @@ pub fn default_catalog() -> Catalog {
 
 impl Settings {
     pub fn for_store(args: &StoreArgs) -> anyhow::Result<Settings> {
-        Self::resolve(&ServeArgs {
-            store: args.clone(),
-            listen: None,
-            dev: false,
-            test_clock: false,
-            rate_limit_per_second: None,
-            rate_limit_burst: None,
-            no_runtime: true,
-            homeserver_ports: None,
-            mau_trial_days: None,
-            backup_dir: None,
-            test_backup_delay_seconds: None,
-        })
+        // The operator commands only open the store: they never run homeservers.
+        Self::resolve(&ServeArgs { store: args.clone(), no_runtime: true, ..ServeArgs::default() })
     }
 
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -216,17 +205,9 @@ mod tests {
         let file = dir.join("matrixhostd.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nstate_dir = \"/tmp/x\"\nplatform_domain = \"example.net\"\n").unwrap();
         let mut args = ServeArgs {
-            store: StoreArgs { config: Some(file.clone()), state_dir: None, database_url: None },
-            listen: None,
-            dev: false,
-            test_clock: false,
-            rate_limit_per_second: None,
-            rate_limit_burst: None,
+            store: StoreArgs { config: Some(file.clone()), ..StoreArgs::default() },
             no_runtime: true,
-            homeserver_ports: None,
-            mau_trial_days: None,
-            backup_dir: None,
-            test_backup_delay_seconds: None,
+            ..ServeArgs::default()
         };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.backup_dir, PathBuf::from("/tmp/x/backups"));
