@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, as a customer does it: install the tools, build,
-# start matrixhostd in dev mode (embedded SQLite) on loopback, install the
-# Terraform provider into a project-local filesystem mirror, `terraform apply`
+# start the node agent (root) and matrixhostd in dev mode (embedded SQLite, as
+# the unprivileged `matrixhost` user) on loopback, install the Terraform
+# provider into a project-local filesystem mirror, `terraform apply`
 # examples/quickstart against matrixhostd, and log in to the new homeserver
 # through the Matrix client API.
 #
@@ -23,14 +24,17 @@ PORT="${MATRIXHOST_DEMO_PORT:-8787}"
 BASE="http://127.0.0.1:$PORT"
 STATE_DIR="$ROOT/.state/demo"
 PID_FILE="$STATE_DIR/matrixhostd.pid"
+AGENT_PID_FILE="$STATE_DIR/matrixhost-agent.pid"
 LOG_FILE="$STATE_DIR/matrixhostd.log"
-TOKEN_FILE="$STATE_DIR/dev-token"
+AGENT_LOG_FILE="$STATE_DIR/matrixhost-agent.log"
+TOKEN_FILE="$STATE_DIR/api/dev-token"
 PASSWORD_FILE="$STATE_DIR/admin-password"
 MIRROR="$STATE_DIR/terraform-mirror"
 TF_RC="$STATE_DIR/terraform.rc"
 WORKDIR="$STATE_DIR/quickstart"
 EXAMPLE="$ROOT/examples/quickstart"
 SERVER_BIN="$ROOT/target/release/matrixhostd"
+AGENT_BIN="$ROOT/target/release/matrixhost-agent"
 PROVIDER_BIN="$ROOT/target/release/terraform-provider-matrixhost"
 TERRAFORM="$ROOT/.tools/bin/terraform"
 
@@ -38,7 +42,7 @@ section() { printf '\n==== %s ====\n' "$*"; }
 die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
 rel() { printf '%s' "${1#"$ROOT/"}"; }
 
-# Stops a matrixhostd by pid: TERM, then KILL after 10 s.
+# Stops a process by pid: TERM, then KILL after 10 s.
 stop_pid() {
     local pid="$1"
     kill -TERM "$pid" 2>/dev/null || return 0
@@ -46,7 +50,7 @@ stop_pid() {
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
-    echo "[demo] matrixhostd (pid $pid) ignored SIGTERM for 10 s; killing it" >&2
+    echo "[demo] pid $pid ignored SIGTERM for 10 s; killing it" >&2
     kill -KILL "$pid" 2>/dev/null || true
 }
 
@@ -57,32 +61,56 @@ export MATRIXHOST_TOOLS_DIR="$ROOT/.tools"
 export CHECKPOINT_DISABLE=1
 [[ -x "$TERRAFORM" ]] || die "$TERRAFORM is missing after scripts/setup.sh"
 
-section "build: matrixhostd and terraform-provider-matrixhost (release)"
-cargo build --release -p matrixhost-server -p terraform-provider-matrixhost
+section "build: matrixhostd, matrixhost-agent and terraform-provider-matrixhost (release)"
+# Release builds have no test hooks.
+cargo build --release -p matrixhost-server -p matrixhost-agent -p terraform-provider-matrixhost
 [[ -x "$SERVER_BIN" ]] || die "$SERVER_BIN was not built"
+[[ -x "$AGENT_BIN" ]] || die "$AGENT_BIN was not built"
 [[ -x "$PROVIDER_BIN" ]] || die "$PROVIDER_BIN was not built"
 
-section "start: matrixhostd --dev on $BASE"
+section "start: matrixhost-agent and matrixhostd --dev on $BASE"
 mkdir -p "$STATE_DIR"
-chmod 700 "$STATE_DIR"
+if [[ -f "$STATE_DIR/matrixhost.db" ]]; then
+    die ".state/demo/ was made by a matrixhostd from before the node agent; remove .state/demo/ to start over"
+fi
 # A previous demo may still be up (e.g. its terminal was closed): stop it, but
-# only if that pid really is a matrixhostd (pids get reused).
-if [[ -f "$PID_FILE" ]]; then
-    old_pid="$(cat "$PID_FILE")"
-    old_cmd=""
+# only if that pid really is ours (pids get reused).
+stop_previous() { # stop_previous PIDFILE COMMAND-SUBSTRING
+    local file="$1" what="$2" old_pid old_cmd=""
+    [[ -f "$file" ]] || return 0
+    old_pid="$(cat "$file")"
     if [[ "$old_pid" =~ ^[0-9]+$ ]]; then
         old_cmd="$(tr '\0' ' ' <"/proc/$old_pid/cmdline" 2>/dev/null || true)"
     fi
-    if [[ "$old_cmd" == *"matrixhostd serve"* ]]; then
-        echo "stopping the previous demo matrixhostd (pid $old_pid)"
+    if [[ "$old_cmd" == *"$what"* ]]; then
+        echo "stopping the previous demo's $what (pid $old_pid)"
         stop_pid "$old_pid"
     fi
-    rm -f "$PID_FILE"
-fi
+    rm -f "$file"
+}
+stop_previous "$PID_FILE" "matrixhostd serve"
+stop_previous "$AGENT_PID_FILE" "matrixhost-agent"
 # Something else answering on the port would be mistaken for our server.
 if curl -s -o /dev/null --max-time 2 "$BASE/healthz"; then
     die "something is already listening on $BASE; set MATRIXHOST_DEMO_PORT to another port"
 fi
+
+# The node agent runs as root; matrixhostd starts as root and switches to the
+# unprivileged `matrixhost` user before it opens anything.
+"$AGENT_BIN" --state-dir "$STATE_DIR" --api-user matrixhost >"$AGENT_LOG_FILE" 2>&1 &
+AGENT_PID=$!
+printf '%s\n' "$AGENT_PID" >"$AGENT_PID_FILE"
+for _ in $(seq 1 100); do
+    [[ -S "$STATE_DIR/run/agent.sock" ]] && break
+    kill -0 "$AGENT_PID" 2>/dev/null || break
+    sleep 0.2
+done
+if [[ ! -S "$STATE_DIR/run/agent.sock" ]]; then
+    echo "---- last lines of $(rel "$AGENT_LOG_FILE") ----" >&2
+    tail -n 40 "$AGENT_LOG_FILE" >&2 || true
+    die "matrixhost-agent did not start"
+fi
+echo "matrixhost-agent is up (pid $AGENT_PID, log $(rel "$AGENT_LOG_FILE"))"
 
 "$SERVER_BIN" serve --dev --state-dir "$STATE_DIR" --listen "127.0.0.1:$PORT" >"$LOG_FILE" 2>&1 &
 SERVER_PID=$!
@@ -92,9 +120,13 @@ WORK="$(mktemp -d)"
 # shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
     stop_pid "$SERVER_PID"
-    # A newer demo run may have replaced us and written its own pid file.
+    stop_pid "$AGENT_PID"
+    # A newer demo run may have replaced us and written its own pid files.
     if [[ "$(cat "$PID_FILE" 2>/dev/null || true)" == "$SERVER_PID" ]]; then
         rm -f "$PID_FILE"
+    fi
+    if [[ "$(cat "$AGENT_PID_FILE" 2>/dev/null || true)" == "$AGENT_PID" ]]; then
+        rm -f "$AGENT_PID_FILE"
     fi
     rm -rf "$WORK"
 }
@@ -116,7 +148,7 @@ if [[ "$healthy" -ne 1 ]]; then
     tail -n 40 "$LOG_FILE" >&2 || true
     die "matrixhostd did not answer 200 on $BASE/healthz within 30 s"
 fi
-echo "matrixhostd is up (pid $SERVER_PID, log $(rel "$LOG_FILE"))"
+echo "matrixhostd is up (pid $SERVER_PID, user $(ps -o user= -p "$SERVER_PID" | tr -d ' '), log $(rel "$LOG_FILE"))"
 [[ -s "$TOKEN_FILE" ]] || die "no dev token at $(rel "$TOKEN_FILE")"
 
 section "install: the provider into the filesystem mirror $(rel "$MIRROR")"
@@ -241,11 +273,12 @@ Terraform:      the quickstart's state is in $(rel "$WORKDIR"); to plan or chang
                   cd $WORKDIR && $TERRAFORM plan
 API:            $BASE   (token in $(rel "$TOKEN_FILE"), log in $(rel "$LOG_FILE"))
 Guides:         docs/guides/getting-started.md, docs/guides/enterprise-onboarding.md
-                (homeservers keep running when matrixhostd stops; the next start re-adopts them)
+                (homeservers keep running when matrixhostd or the agent stops; the
+                agent finds them again in their cgroups when it starts)
 EOF
 
 if [[ "${MATRIXHOST_DEMO_EXIT:-0}" == "1" || -n "${CI:-}" ]]; then
-    echo "stopping matrixhostd (MATRIXHOST_DEMO_EXIT=1 or CI set)"
+    echo "stopping matrixhostd and the agent (MATRIXHOST_DEMO_EXIT=1 or CI set)"
     exit 0
 fi
 

@@ -85,7 +85,17 @@ apt_install() { # apt_install PKG... (only the ones not installed yet)
     fi
 }
 
-apt_install protobuf-compiler postgresql e2fsprogs util-linux curl sqlite3
+# bubblewrap builds each homeserver's sandbox; util-linux brings setpriv, losetup and mount.
+apt_install protobuf-compiler postgresql e2fsprogs util-linux curl sqlite3 bubblewrap
+
+# ------------------------------------------------------- service user -----
+# matrixhostd never runs as root: started as root it switches to this system
+# user (the node agent, matrixhost-agent, stays root and answers only it).
+SERVICE_USER="matrixhost"
+if [[ "$(id -u)" -eq 0 ]] && ! id "$SERVICE_USER" >/dev/null 2>&1; then
+    log "creating the system user $SERVICE_USER (matrixhostd runs as it)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
 
 # shellcheck disable=SC2012 # version-sorted dir names, no odd characters
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
@@ -197,9 +207,10 @@ else
     write_stamp synapse "$SYNAPSE_STAMP"
 fi
 
-# Homeservers run Synapse as unprivileged tenant users (R3): they must be able to reach the
-# venv's interpreter. A checkout under a private directory (e.g. made by `mktemp -d`, mode 0700)
-# would stop them, so as root we grant traverse-only (o+x, never read) on the directories above.
+# Homeservers run Synapse in their sandbox, where the venv is bound in by root, so they never
+# need to reach it by its path. The sandbox benchmark's unsandboxed baseline (test builds only)
+# does: for it, as root, we grant traverse-only (o+x, never read) on the directories above a
+# checkout under a private directory (e.g. made by `mktemp -d`, mode 0700).
 if [[ "${MATRIXHOST_SKIP_SYNAPSE:-0}" != "1" && "$(id -u)" -eq 0 ]] && id nobody >/dev/null 2>&1 &&
     ! runuser -u nobody -- test -x "$SYNAPSE_VENV/bin/python" 2>/dev/null; then
     dir="$SYNAPSE_VENV"
@@ -288,6 +299,8 @@ else
     printf '  %-14s %s\n' "null provider" "missing (optional)"
 fi
 printf '  %-14s %s\n' "sqlite3" "$(sqlite3 --version | cut -d' ' -f1)"
+printf '  %-14s %s\n' "bubblewrap" "$(bwrap --version)"
+printf '  %-14s %s\n' "service user" "$(id "$SERVICE_USER" 2>/dev/null || echo "missing (run setup as root)")"
 if command -v cargo >/dev/null; then
     printf '  %-14s %s\n' "cargo" "$(cargo --version)"
 fi

@@ -90,6 +90,17 @@ impl Plan {
         Ok(())
     }
 
+    /// R12: at 100% of its storage a homeserver is blocked until its volume is grown or its
+    /// plan upgraded. Whether the volume is full is the node agent's finding (it holds the
+    /// volume's reserve); the plan's limit is decided here.
+    pub fn storage_block(&self, used_bytes: u64, size_bytes: u64, volume_full: bool) -> Option<StorageBlock> {
+        let limit_bytes = u64::from(self.limits.storage_gb) * GIB;
+        if used_bytes >= limit_bytes {
+            return Some(StorageBlock::PlanLimit { used_bytes, limit_bytes });
+        }
+        volume_full.then_some(StorageBlock::VolumeFull { used_bytes, size_bytes })
+    }
+
     /// R11: a plan with more MAU (or, at equal MAU, a higher price) is an upgrade.
     pub fn change_to(&self, target: &Plan) -> PlanChange {
         use std::cmp::Ordering::*;
@@ -97,6 +108,37 @@ impl Plan {
             Equal if target.tier == self.tier => PlanChange::Same,
             Greater | Equal => PlanChange::Upgrade,
             Less => PlanChange::Downgrade,
+        }
+    }
+}
+
+/// One GiB: volume sizes and storage limits count in GiB.
+pub const GIB: u64 = 1 << 30;
+
+/// R12: why a homeserver is at 100% of its storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBlock {
+    /// The volume is full: growing it unblocks the homeserver.
+    VolumeFull { used_bytes: u64, size_bytes: u64 },
+    /// It holds as much as its plan allows: an upgrade unblocks it.
+    PlanLimit { used_bytes: u64, limit_bytes: u64 },
+}
+
+impl StorageBlock {
+    /// What users and the customer read (also Synapse's `hs_disabled_message`).
+    pub fn message(&self) -> String {
+        let mib = |b: u64| b / (1 << 20);
+        match self {
+            StorageBlock::VolumeFull { used_bytes, size_bytes } => format!(
+                "R12: this homeserver's storage is full ({} of {} MiB used); it is blocked until its volume is grown.",
+                mib(*used_bytes),
+                mib(*size_bytes)
+            ),
+            StorageBlock::PlanLimit { used_bytes, limit_bytes } => format!(
+                "R12: this homeserver holds {} MiB, its plan's storage limit of {} MiB; it is blocked until the plan is upgraded.",
+                mib(*used_bytes),
+                mib(*limit_bytes)
+            ),
         }
     }
 }
@@ -126,10 +168,7 @@ impl Catalog {
     // R1
     pub fn available_region(&self, code: &RegionCode) -> Result<&Region, RuleError> {
         let region = self.regions.iter().find(|r| r.code == code.as_str()).ok_or_else(|| {
-            RuleError::new(format!(
-                "R1: region `{code}` is not in the catalog; available: {}",
-                self.available_region_codes().join(", ")
-            ))
+            RuleError::new(format!("R1: region `{code}` is not in the catalog; available: {}", self.available_region_codes().join(", ")))
         })?;
         if region.country != "US" {
             return Err(RuleError::new(format!("R1: region `{code}` is not in the US")));
@@ -144,11 +183,7 @@ impl Catalog {
     }
 
     pub fn available_region_codes(&self) -> Vec<&str> {
-        self.regions
-            .iter()
-            .filter(|r| r.available && r.country == "US")
-            .map(|r| r.code.as_str())
-            .collect()
+        self.regions.iter().filter(|r| r.available && r.country == "US").map(|r| r.code.as_str()).collect()
     }
 
     pub fn plan(&self, tier: &PlanTier) -> Result<&Plan, RuleError> {
@@ -194,6 +229,23 @@ mod tests {
     fn r10_cap_is_mau_plus_additional_users() {
         let p = plan("silver", 50, 100);
         assert_eq!(p.mau_cap(AdditionalUsers::parse(10).unwrap()), 60);
+    }
+
+    #[test]
+    fn r12_a_full_volume_or_the_plans_limit_blocks() {
+        let p = plan("nickel", 10, 100);
+        let size = GIB;
+        assert_eq!(p.storage_block(100 << 20, size, false), None);
+        // The node agent says the volume is full.
+        let used = size - (5 << 20);
+        assert_eq!(p.storage_block(used, size, true), Some(StorageBlock::VolumeFull { used_bytes: used, size_bytes: size }));
+        let msg = p.storage_block(used, size, true).unwrap().message();
+        assert!(msg.starts_with("R12") && msg.contains("grown"), "{msg}");
+        // At the plan's limit (a volume larger than a downgraded plan allows), full or not.
+        let big = 20 * GIB;
+        let b = p.storage_block(10 * GIB, big, false).unwrap();
+        assert_eq!(b, StorageBlock::PlanLimit { used_bytes: 10 * GIB, limit_bytes: 10 * GIB });
+        assert!(b.message().contains("upgraded"));
     }
 
     #[test]

@@ -4,10 +4,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
-    Email, EmailDomain, Encrypted, EntityName, HomeserverName, RegionCode, Registration,
-    ServerName, VolumeSizeGb,
-};
+use crate::domain::{Email, EmailDomain, Encrypted, EntityName, HomeserverName, RegionCode, Registration, ServerName, VolumeSizeGb};
 
 fn yes() -> bool {
     true
@@ -193,4 +190,48 @@ pub struct HomeserverUsage {
     pub volume_bytes_used: u64,
     pub volume_size_bytes: u64,
     pub measured_at: DateTime<Utc>,
+}
+
+/// What kind of thing happened to a homeserver (R12, R24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HomeserverEventKind {
+    /// It ran out of its plan's memory; the kernel stopped its processes and it was restarted.
+    OomKilled,
+    /// It stopped on its own and was restarted.
+    Crashed,
+    /// It could not be started.
+    StartFailed,
+    /// Its storage is full: it is blocked (R12).
+    StorageFull,
+    /// Its storage has room again: the block is lifted.
+    StorageAvailable,
+}
+
+impl HomeserverEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OomKilled => "oom_killed",
+            Self::Crashed => "crashed",
+            Self::StartFailed => "start_failed",
+            Self::StorageFull => "storage_full",
+            Self::StorageAvailable => "storage_available",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::OomKilled, Self::Crashed, Self::StartFailed, Self::StorageFull, Self::StorageAvailable].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Something that happened to a homeserver, oldest first. Messages are the platform's own words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HomeserverEvent {
+    pub id: String,
+    pub homeserver_id: String,
+    pub kind: HomeserverEventKind,
+    pub message: String,
+    /// Leads the operator to the details in the platform's logs.
+    pub reference: Option<String>,
+    pub occurred_at: DateTime<Utc>,
 }

@@ -47,20 +47,7 @@ impl Builder {
 }
 
 fn endpoint(method: &'static str, path: &'static str, operation_id: &'static str, summary: &'static str) -> Endpoint {
-    Endpoint {
-        method,
-        path,
-        operation_id,
-        summary,
-        body: None,
-        ok: (200, None),
-        also_ok: None,
-        list: false,
-        idempotent: false,
-        if_match: false,
-        query: &[],
-        auth: true,
-    }
+    Endpoint { method, path, operation_id, summary, body: None, ok: (200, None), also_ok: None, list: false, idempotent: false, if_match: false, query: &[], auth: true }
 }
 
 impl Endpoint {
@@ -146,29 +133,78 @@ pub fn document() -> Value {
     b.add(endpoint("get", "/v1/plans/{tier}", "get_plan", "Read a plan tier").returns(200, plan));
 
     let (r, p, c, u) = (b.schema::<BillingPlan>(), b.schema::<Page<BillingPlan>>(), b.schema::<BillingPlanCreate>(), b.schema::<BillingPlanUpdate>());
-    crud(&mut b, Crud {
-        collection: "/v1/billing-plans", item: "/v1/billing-plans/{billing_plan_id}", noun: "billing plan",
-        create_op: "create_billing_plan", list_op: "list_billing_plans", get_op: "get_billing_plan",
-        update_op: "update_billing_plan", delete_op: "delete_billing_plan",
-    }, r, p, c, u, &[]);
+    crud(
+        &mut b,
+        Crud {
+            collection: "/v1/billing-plans",
+            item: "/v1/billing-plans/{billing_plan_id}",
+            noun: "billing plan",
+            create_op: "create_billing_plan",
+            list_op: "list_billing_plans",
+            get_op: "get_billing_plan",
+            update_op: "update_billing_plan",
+            delete_op: "delete_billing_plan",
+        },
+        r,
+        p,
+        c,
+        u,
+        &[],
+    );
 
     let (r, p, c, u) = (b.schema::<Homeserver>(), b.schema::<Page<Homeserver>>(), b.schema::<HomeserverCreate>(), b.schema::<HomeserverUpdate>());
-    crud(&mut b, Crud {
-        collection: "/v1/homeservers", item: "/v1/homeservers/{homeserver_id}", noun: "homeserver",
-        create_op: "create_homeserver", list_op: "list_homeservers", get_op: "get_homeserver",
-        update_op: "update_homeserver", delete_op: "delete_homeserver",
-    }, r, p, c, u, &[("name", "Only the homeserver with this name")]);
+    crud(
+        &mut b,
+        Crud {
+            collection: "/v1/homeservers",
+            item: "/v1/homeservers/{homeserver_id}",
+            noun: "homeserver",
+            create_op: "create_homeserver",
+            list_op: "list_homeservers",
+            get_op: "get_homeserver",
+            update_op: "update_homeserver",
+            delete_op: "delete_homeserver",
+        },
+        r,
+        p,
+        c,
+        u,
+        &[("name", "Only the homeserver with this name")],
+    );
 
     let usage = b.schema::<HomeserverUsage>();
     b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/usage", "get_homeserver_usage", "Server-level usage: MAU, registered users, volume bytes (R23)").returns(200, usage));
+    let events = b.schema::<Page<HomeserverEvent>>();
+    b.add(
+        endpoint(
+            "get",
+            "/v1/homeservers/{homeserver_id}/events",
+            "list_homeserver_events",
+            "What happened to the homeserver, oldest first: out of memory, crashes, storage full (R12, R24)",
+        )
+        .returns(200, events)
+        .list(),
+    );
 
     let (r, p, c, u) = (b.schema::<ReservedUser>(), b.schema::<Page<ReservedUser>>(), b.schema::<ReservedUserCreate>(), b.schema::<ReservedUserUpdate>());
-    crud(&mut b, Crud {
-        collection: "/v1/homeservers/{homeserver_id}/reserved-users",
-        item: "/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}", noun: "reserved user",
-        create_op: "create_reserved_user", list_op: "list_reserved_users", get_op: "get_reserved_user",
-        update_op: "update_reserved_user", delete_op: "delete_reserved_user",
-    }, r, p, c, u, &[("email", "Only the reserved user with this email (case-insensitive)")]);
+    crud(
+        &mut b,
+        Crud {
+            collection: "/v1/homeservers/{homeserver_id}/reserved-users",
+            item: "/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}",
+            noun: "reserved user",
+            create_op: "create_reserved_user",
+            list_op: "list_reserved_users",
+            get_op: "get_reserved_user",
+            update_op: "update_reserved_user",
+            delete_op: "delete_reserved_user",
+        },
+        r,
+        p,
+        c,
+        u,
+        &[("email", "Only the reserved user with this email (case-insensitive)")],
+    );
 
     let (policy, spec) = (b.schema::<BackupPolicy>(), b.schema::<BackupPolicySpec>());
     let path = "/v1/homeservers/{homeserver_id}/backup-policy";
@@ -180,19 +216,28 @@ pub fn document() -> Value {
     let path = "/v1/homeservers/{homeserver_id}/backups";
     b.add(endpoint("get", path, "list_backups", "List the homeserver's backups (R4); also of a deleted homeserver until they expire").returns(200, backups).list());
     b.add(endpoint("post", path, "create_backup", "Take an on-demand backup now (R4); 202, poll the backup until `completed`").returns(202, backup.clone()).create());
-    b.add(endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
-        .returns(200, erasure)
-        .query(&[("erase", "Must be `true`: erasing cannot be undone")]));
+    b.add(
+        endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
+            .returns(200, erasure)
+            .query(&[("erase", "Must be `true`: erasing cannot be undone")]),
+    );
     let item = "/v1/homeservers/{homeserver_id}/backups/{backup_id}";
     b.add(endpoint("get", item, "get_backup", "Read a backup").returns(200, backup));
     b.add(endpoint("delete", item, "delete_backup", "Delete a backup (not while it is written or restored)").no_content());
     let (restore, restores, restore_create) = (b.schema::<Restore>(), b.schema::<Page<Restore>>(), b.schema::<RestoreCreate>());
     let path = "/v1/homeservers/{homeserver_id}/restores";
     b.add(endpoint("get", path, "list_restores", "List the homeserver's restores").returns(200, restores).list());
-    b.add(endpoint("post", path, "create_restore", "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in")
+    b.add(
+        endpoint(
+            "post",
+            path,
+            "create_restore",
+            "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in",
+        )
         .body(restore_create)
         .returns(202, restore.clone())
-        .create());
+        .create(),
+    );
     b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/restores/{restore_id}", "get_restore", "Read a restore and its status").returns(200, restore));
 
     let error = b.schema::<ApiError>();
@@ -225,10 +270,7 @@ fn render(endpoints: Vec<Endpoint>, schemas: Map<String, Value>, error: Value) -
 }
 
 fn operation(e: &Endpoint, error: &Value) -> Value {
-    let mut params: Vec<Value> = path_params(e.path)
-        .into_iter()
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-        .collect();
+    let mut params: Vec<Value> = path_params(e.path).into_iter().map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})).collect();
     if e.list {
         params.push(json!({"name": "limit", "in": "query", "required": false, "description": "Page size, 1-100 (default 50)", "schema": {"type": "integer", "minimum": 1, "maximum": crate::MAX_PAGE_SIZE}}));
         params.push(json!({"name": "page_token", "in": "query", "required": false, "description": "`next_page_token` of the previous page", "schema": {"type": "string"}}));
@@ -244,7 +286,9 @@ fn operation(e: &Endpoint, error: &Value) -> Value {
     }
     let mut responses = Map::new();
     let ok = match &e.ok.1 {
-        Some(schema) => json!({"description": "Success", "content": {"application/json": {"schema": schema}}}),
+        Some(schema) => {
+            json!({"description": "Success", "content": {"application/json": {"schema": schema}}})
+        }
         None => json!({"description": "Success, no content"}),
     };
     responses.insert(e.ok.0.to_string(), ok);
@@ -286,6 +330,12 @@ fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     if e.operation_id == "create_billing_plan" {
         out.push((403, "R15: the organization's email is not verified"));
     }
+    if e.operation_id == "get_homeserver_usage" {
+        out.extend([
+            (409, "`not_running`: this control plane runs no homeservers"),
+            (503, "`homeserver_unavailable`: the homeserver could not be measured right now; retry later"),
+        ]);
+    }
     if e.operation_id == "erase_backups" {
         out.push((422, "`erase=true` is missing"));
     }
@@ -314,17 +364,14 @@ mod tests {
             std::fs::write(path, &generated).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "api/openapi.json is out of date with the API types; regenerate it with `UPDATE_OPENAPI=1 cargo test -p matrixhost-api`"
-        );
+        assert!(committed == generated, "api/openapi.json is out of date with the API types; regenerate it with `UPDATE_OPENAPI=1 cargo test -p matrixhost-api`");
     }
 
     #[test]
     fn every_operation_has_an_error_response_and_refs_resolve() {
         let doc = super::document();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for name in ["ApiError", "Homeserver", "BillingPlan", "ReservedUser", "BackupPolicy", "Backup", "Restore", "BackupErasure", "Region", "Plan"] {
+        for name in ["ApiError", "Homeserver", "HomeserverEvent", "BillingPlan", "ReservedUser", "BackupPolicy", "Backup", "Restore", "BackupErasure", "Region", "Plan"] {
             assert!(schemas.contains_key(name), "missing schema {name}");
         }
         let text = doc.to_string();

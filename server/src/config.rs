@@ -11,22 +11,48 @@ use clap::Args;
 use matrixhost_api::Catalog;
 use serde::Deserialize;
 
-use crate::runtime::RuntimeSettings;
+/// How the runtime runs homeservers (through the node agent).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Ports the ingress gives homeservers, inclusive.
+    pub port_range: (u16, u16),
+    /// R6: users count toward the MAU cap once their account is this many days old.
+    pub mau_trial_days: u32,
+    /// How long a homeserver may take to answer after it was started.
+    pub start_timeout: Duration,
+    /// How often the reconciler looks even when nothing wakes it.
+    pub interval: Duration,
+}
 
 const DEFAULT_CATALOG: &str = include_str!("default_catalog.toml");
 const DEFAULT_STATE_DIR: &str = "/var/lib/matrixhostd";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+const DEFAULT_USER: &str = "matrixhost";
+
+/// The test clock exists only in test builds (the `test-hooks` feature); a release binary
+/// refuses it by name rather than ignoring it.
+fn test_clock_allowed(wanted: bool) -> anyhow::Result<bool> {
+    if wanted && !cfg!(feature = "test-hooks") {
+        anyhow::bail!("test_clock: this matrixhostd is a release build and has no test hooks; remove `test_clock` from the config file (and --test-clock from the command line)");
+    }
+    Ok(wanted)
+}
 
 /// Where the store lives; shared by `serve` and the operator commands.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
-    /// Config file (TOML). Keys: listen, state_dir, database_url, platform_domain,
-    /// master_key_file, rate_limit_per_second, rate_limit_burst, test_clock, backup_dir, [catalog].
+    /// Config file (TOML). Keys: listen, state_dir, database_url, platform_domain, user,
+    /// rate_limit_per_second, rate_limit_burst, homeserver_ports, mau_trial_days, [catalog].
     #[arg(long, env = "MATRIXHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// State directory: the SQLite database, the master key and, later, homeserver volumes.
+    /// State directory, shared with matrixhost-agent: the control plane keeps its database and
+    /// secrets key in STATE_DIR/api.
     #[arg(long, env = "MATRIXHOSTD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The unprivileged user matrixhostd runs as; started as root, it switches to this user
+    /// before it opens anything.
+    #[arg(long, env = "MATRIXHOSTD_USER")]
+    pub user: Option<String>,
     /// `postgres://user:pass@host/db` to use PostgreSQL instead of SQLite in the state dir.
     #[arg(long, env = "MATRIXHOSTD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -42,8 +68,8 @@ pub struct ServeArgs {
     /// Bootstrap a verified `dev` organization and write its token to STATE_DIR/dev-token.
     #[arg(long)]
     pub dev: bool,
-    /// Let `POST /v1/_test/clock` move the clock forward (tests only).
-    #[arg(long)]
+    /// Test hook: let `POST /v1/_test/clock` move the clock forward. Only test builds have it.
+    #[arg(long, hide = true)]
     pub test_clock: bool,
     /// Record homeservers without running them (API-only tests and machines without root).
     #[arg(long)]
@@ -54,13 +80,6 @@ pub struct ServeArgs {
     /// R6 trial period in days before a new user counts toward the MAU cap (default 2).
     #[arg(long, env = "MATRIXHOSTD_MAU_TRIAL_DAYS")]
     pub mau_trial_days: Option<u32>,
-    /// Backup store directory (R4); outside every tenant volume. Default STATE_DIR/backups.
-    #[arg(long, env = "MATRIXHOSTD_BACKUP_DIR")]
-    pub backup_dir: Option<PathBuf>,
-    /// Test hook (needs --test-clock): pause every backup this many seconds after the database
-    /// is in the archive, so a test can kill matrixhostd mid-backup.
-    #[arg(long, hide = true)]
-    pub test_backup_delay_seconds: Option<u64>,
     /// Sustained requests per second allowed per API token.
     #[arg(long, env = "MATRIXHOSTD_RATE_LIMIT_PER_SECOND")]
     pub rate_limit_per_second: Option<f64>,
@@ -77,15 +96,14 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     database_url: Option<String>,
     platform_domain: Option<String>,
-    master_key_file: Option<PathBuf>,
+    user: Option<String>,
     rate_limit_per_second: Option<f64>,
     rate_limit_burst: Option<u32>,
+    /// Read so that a build without test hooks can refuse it by name.
     test_clock: Option<bool>,
     catalog: Option<Catalog>,
-    synapse_python: Option<PathBuf>,
     homeserver_ports: Option<[u16; 2]>,
     mau_trial_days: Option<u32>,
-    backup_dir: Option<PathBuf>,
 }
 
 /// Everything resolved.
@@ -93,10 +111,12 @@ struct FileConfig {
 pub struct Settings {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
-    pub database_url: String,
+    /// PostgreSQL; `None` for SQLite in `STATE/api`.
+    pub database_url: Option<String>,
     /// Default server names are `<homeserver>.<org>.<platform_domain>`.
     pub platform_domain: String,
-    pub master_key_file: PathBuf,
+    /// The user to run as when started as root.
+    pub user: String,
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: u32,
     pub test_clock: bool,
@@ -104,14 +124,12 @@ pub struct Settings {
     pub catalog: Catalog,
     /// How homeservers are run; `None` with `--no-runtime`.
     pub runtime: Option<RuntimeSettings>,
-    /// Where encrypted backups are kept (R4).
-    pub backup_dir: PathBuf,
-    /// Test hook, only with the test clock: a pause inside every backup.
-    pub test_backup_delay: Option<Duration>,
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
-    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
@@ -123,14 +141,6 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         return Err("the range must be START-END with 0 < START <= END".into());
     }
     Ok((a, b))
-}
-
-/// The project's Synapse venv next to the binary's checkout, else the packaged location.
-fn default_synapse_python() -> PathBuf {
-    let from_exe = std::env::current_exe().ok().and_then(|exe| {
-        exe.ancestors().find(|dir| dir.join(".tools/synapse-venv/bin/python").exists()).map(|d| d.join(".tools/synapse-venv/bin/python"))
-    });
-    from_exe.unwrap_or_else(|| PathBuf::from("/opt/matrixhost/synapse-venv/bin/python"))
 }
 
 pub fn default_catalog() -> Catalog {
@@ -146,34 +156,22 @@ impl Settings {
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         let file = load_file(args.store.config.as_deref())?;
         let state_dir = args.store.state_dir.clone().or(file.state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-        let database_url = args
-            .store
-            .database_url
-            .clone()
-            .or(file.database_url)
-            .unwrap_or_else(|| crate::db::sqlite_url(&state_dir));
+        let database_url = args.store.database_url.clone().or(file.database_url);
         let catalog = file.catalog.unwrap_or_else(default_catalog);
         catalog.check().map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))?;
         let rate_limit_per_second = args.rate_limit_per_second.or(file.rate_limit_per_second).unwrap_or(20.0);
         anyhow::ensure!(rate_limit_per_second > 0.0, "rate_limit_per_second must be positive");
         let runtime = (!args.no_runtime).then(|| RuntimeSettings {
-            synapse_python: file.synapse_python.clone().unwrap_or_else(default_synapse_python),
             port_range: args.homeserver_ports.or(file.homeserver_ports.map(|[a, b]| (a, b))).unwrap_or((18000, 18999)),
             mau_trial_days: args.mau_trial_days.or(file.mau_trial_days).unwrap_or(2),
             start_timeout: Duration::from_secs(60),
             interval: Duration::from_secs(5),
         });
-        let test_clock = args.test_clock || file.test_clock.unwrap_or(false);
-        anyhow::ensure!(
-            args.test_backup_delay_seconds.is_none() || test_clock,
-            "--test-backup-delay-seconds is a test hook and needs --test-clock"
-        );
+        let test_clock = test_clock_allowed(args.test_clock || file.test_clock.unwrap_or(false))?;
         Ok(Settings {
             runtime,
-            backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| state_dir.join("backups")),
-            test_backup_delay: args.test_backup_delay_seconds.map(Duration::from_secs),
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid")),
-            master_key_file: file.master_key_file.unwrap_or_else(|| state_dir.join("master.key")),
+            user: args.store.user.clone().or(file.user).unwrap_or_else(|| DEFAULT_USER.into()),
             state_dir,
             database_url,
             platform_domain: file.platform_domain.unwrap_or_else(|| "matrixhost.localhost".into()),
@@ -204,19 +202,28 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("matrixhostd.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nstate_dir = \"/tmp/x\"\nplatform_domain = \"example.net\"\n").unwrap();
-        let mut args = ServeArgs {
-            store: StoreArgs { config: Some(file.clone()), ..StoreArgs::default() },
-            no_runtime: true,
-            ..ServeArgs::default()
-        };
+        let mut args = ServeArgs { store: StoreArgs { config: Some(file.clone()), ..StoreArgs::default() }, no_runtime: true, ..ServeArgs::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.backup_dir, PathBuf::from("/tmp/x/backups"));
+        assert_eq!(s.user, "matrixhost");
         assert_eq!(s.listen.port(), 9999);
         assert_eq!(s.platform_domain, "example.net");
-        assert!(s.database_url.starts_with("sqlite:///tmp/x/"));
+        assert!(s.database_url.is_none());
         args.listen = Some("127.0.0.1:1234".parse().unwrap());
         assert_eq!(Settings::resolve(&args).unwrap().listen.port(), 1234);
         std::fs::write(&file, "bogus = 1\n").unwrap();
+        assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    #[cfg(not(feature = "test-hooks"))]
+    fn a_release_build_refuses_the_test_clock_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("matrixhostd.toml");
+        std::fs::write(&file, "test_clock = true\n").unwrap();
+        let args = ServeArgs { store: StoreArgs { config: Some(file), ..StoreArgs::default() }, no_runtime: true, ..ServeArgs::default() };
+        let err = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(err.starts_with("test_clock:") && err.contains("release build"), "{err}");
+        let args = ServeArgs { test_clock: true, no_runtime: true, ..ServeArgs::default() };
         assert!(Settings::resolve(&args).is_err());
     }
 

@@ -1,7 +1,6 @@
 //! The store: one sqlx `Any` pool over SQLite (default, WAL) or PostgreSQL, the same portable
 //! migrations on both, and the conversions between rows and API values.
 
-use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -12,12 +11,8 @@ use sqlx::{AnyPool, Row};
 pub type Db = AnyPool;
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
-/// Migrations in order. Each runs once, inside a transaction, on either backend.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/0001_init.sql")),
-    (2, "runtime", include_str!("../migrations/0002_runtime.sql")),
-    (3, "backups", include_str!("../migrations/0003_backups.sql")),
-];
+/// `server/migrations/`, embedded: each runs once, inside a transaction, on either backend.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Which database the URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +31,6 @@ impl Backend {
             anyhow::bail!("database URL must start with sqlite: or postgres://")
         }
     }
-}
-
-/// The default database: SQLite inside the state directory.
-pub fn sqlite_url(state_dir: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", state_dir.join("matrixhost.db").display())
 }
 
 /// Opens the pool and brings the schema up to date.
@@ -66,51 +56,15 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
 }
 
 async fn migrate(pool: &Db) -> anyhow::Result<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
-    for (version, name, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await?;
-        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if done.is_some() {
-            continue;
-        }
-        for statement in statements(sql) {
-            sqlx::query(&statement)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("migration {version} ({name}) failed at: {statement}"))?;
-        }
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-            .bind(version)
-            .bind(*name)
-            .bind(ts(Utc::now()))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        tracing::info!(version, name, "applied migration");
-    }
+    // The hand-rolled runner of earlier builds kept its own table; their databases predate the
+    // node agent and are not carried over.
+    let legacy = sqlx::query("SELECT 1 FROM schema_migrations LIMIT 1").fetch_optional(pool).await.is_ok();
+    anyhow::ensure!(
+        !legacy,
+        "this database was made by a matrixhostd from before the node agent (it has a `schema_migrations` table); start from a new database"
+    );
+    MIGRATOR.run(pool).await.context("cannot apply the database migrations")?;
     Ok(())
-}
-
-/// Splits a migration file into statements, dropping `--` comment lines.
-fn statements(sql: &str) -> Vec<String> {
-    let without_comments: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Hides the password in a database URL before it reaches a message.
@@ -196,8 +150,7 @@ pub async fn lock_row(tx: &mut Tx<'_>, table: &'static str, id: &str) -> sqlx::R
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
-            db.kind() == sqlx::error::ErrorKind::UniqueViolation
-                || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
         }
         _ => false,
     }
@@ -206,12 +159,6 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_statements_and_drops_comments() {
-        let s = statements("-- a comment; with a semicolon\nCREATE TABLE a (x TEXT);\n\nCREATE TABLE b (y TEXT);\n");
-        assert_eq!(s, vec!["CREATE TABLE a (x TEXT)", "CREATE TABLE b (y TEXT)"]);
-    }
 
     #[test]
     fn redacts_passwords_in_urls() {

@@ -1,154 +1,109 @@
-//! `matrixhostd`, the matrixhost hosting control plane.
+//! `matrixhostd`, the matrixhost hosting control plane. It runs unprivileged: the root work of
+//! hosting (volumes, sandboxes, cgroups, processes, backup files) is the node agent's
+//! (`matrixhost-agent`), which it asks through a typed API.
+//!
+//! Layers, with the trust boundaries as the seams (`docs/architecture.md`):
+//! * `http`: the customer's edge; status codes and the one error shape live only here.
+//! * `domain`: each resource's table and rules, with typed errors.
+//! * `runtime`, `backup`: the workers that decide what the node agent does; they never use `http`.
+//! * `ingress`: the only way into a homeserver's socket.
+//! * `platform`, `state`, `config`, `db`, `clock`: what they all share.
 
-pub mod auth;
+#[cfg(all(feature = "test-hooks", not(debug_assertions)))]
+compile_error!("the test-hooks feature is for test builds only; release builds never enable it");
+
 pub mod backup;
 pub mod clock;
 pub mod config;
-pub mod crypto;
 pub mod db;
-pub mod error;
+pub mod domain;
 pub mod http;
-pub mod idempotency;
 pub mod ids;
+pub mod ingress;
 pub mod operator;
-pub mod resources;
+pub mod platform;
 pub mod runtime;
+pub mod state;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use anyhow::Context;
+use matrixhost_api::{Email, OrgName};
 
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::crypto::Sealer;
-use crate::db::Db;
-use crate::http::RateLimiter;
+use crate::domain::orgs;
+use crate::ingress::Ingress;
+use crate::platform::Platform;
+use crate::state::{ADDR_FILE, DEV_TOKEN_FILE};
 
-/// Everything a request handler can reach.
-#[derive(Debug)]
-pub struct App {
-    pub db: Db,
-    pub settings: Settings,
-    pub clock: Clock,
-    pub rate_limiter: RateLimiter,
-    pub sealer: Sealer,
-    pub last_used: auth::LastUsed,
-    /// Test hook: injected responses (`POST /v1/_test/faults`, only with `--test-clock`).
-    pub faults: Faults,
-    /// Wakes the runtime's reconciler after a change.
-    pub wake: Arc<tokio::sync::Notify>,
-    /// The homeserver runtime, unless started with `--no-runtime`.
-    pub runtime: std::sync::OnceLock<Arc<runtime::Runtime>>,
-    /// Where encrypted backup archives are kept (R4).
-    pub backup_store: Arc<dyn backup::store::BackupStore>,
-    /// The backup worker, once `serve` started it.
-    pub backups: std::sync::OnceLock<Arc<backup::Backups>>,
-}
-
-impl App {
-    /// Tells the runtime that desired state changed.
-    pub fn changed(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Tells the backup worker that there is work (an on-demand backup, a restore).
-    pub fn backups_changed(&self) {
-        if let Some(b) = self.backups.get() {
-            b.wake();
+/// `--dev`: a verified `dev` organization whose token is in `STATE/api/dev-token` (0600). A
+/// valid token already in the file is kept, so restarts don't invalidate it.
+async fn bootstrap_dev(platform: &Platform) -> anyhow::Result<()> {
+    let now = platform.clock.now();
+    let org = match orgs::find_org(&platform.db, "dev").await? {
+        Some(org) => org,
+        None => {
+            let name = OrgName::parse("dev").expect("valid");
+            let email = Email::parse("dev@matrixhost.localhost").expect("valid");
+            orgs::create_org(&platform.db, &name, &email, true, now).await?
+        }
+    };
+    let path = platform.dirs.api_file(DEV_TOKEN_FILE);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if orgs::token_is_active(&platform.db, &org.id, existing.trim()).await? {
+            return Ok(());
         }
     }
-
-    /// Whether homeservers are really run (false with `--no-runtime`).
-    pub fn hosts_homeservers(&self) -> bool {
-        self.settings.runtime.is_some()
-    }
-
-    /// Opens the state directory, the database (migrating it) and the master key.
-    pub async fn open(settings: Settings) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&settings.state_dir)
-            .with_context(|| format!("cannot create the state directory {}", settings.state_dir.display()))?;
-        restrict_to_owner(&settings.state_dir)?;
-        let db = db::connect(&settings.database_url).await?;
-        let sealer = Sealer::load_or_create(&settings.master_key_file)?;
-        let backup_store = Arc::new(backup::store::DirStore::open(&settings.backup_dir)?);
-        Ok(App {
-            backup_store,
-            backups: std::sync::OnceLock::new(),
-            db,
-            clock: if settings.test_clock { Clock::adjustable() } else { Clock::system() },
-            rate_limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
-            sealer,
-            last_used: auth::LastUsed::default(),
-            faults: Faults::default(),
-            wake: Arc::new(tokio::sync::Notify::new()),
-            runtime: std::sync::OnceLock::new(),
-            settings,
-        })
-    }
+    let (_, token) = orgs::create_token(&platform.db, &org.id, "dev bootstrap", now).await?;
+    matrixhost_seal::write_secret_file(&path, token.as_bytes()).context("cannot write the dev token")?;
+    tracing::info!(path = %platform.dirs.layout().api_dir().join(DEV_TOKEN_FILE).display(), "wrote the dev organization's token");
+    Ok(())
 }
 
-/// Injected responses for tests: the next `count` requests under `path_prefix` get `status`.
-#[derive(Debug, Default)]
-pub struct Faults(std::sync::Mutex<Vec<(String, axum::http::StatusCode, u32)>>);
-
-impl Faults {
-    pub fn arm(&self, path_prefix: String, status: axum::http::StatusCode, count: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((path_prefix, status, count));
+/// Serves the API until SIGTERM or Ctrl-C, then finishes the requests in flight. Homeservers
+/// keep running: the data plane is the agent's.
+pub async fn serve(platform: Platform) -> anyhow::Result<()> {
+    let platform = Arc::new(platform);
+    if platform.settings.dev {
+        bootstrap_dev(&platform).await?;
     }
-
-    fn take(&self, path: &str) -> Option<axum::http::StatusCode> {
-        let mut faults = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fault = faults.iter_mut().find(|(prefix, _, count)| *count > 0 && path.starts_with(prefix.as_str()))?;
-        fault.2 -= 1;
-        let status = fault.1;
-        faults.retain(|(_, _, count)| *count > 0);
-        Some(status)
-    }
-}
-
-/// The state directory holds the database and keys, created private (umask 077); tenants may
-/// only traverse it to reach their own volume's mount point (R3).
-fn restrict_to_owner(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("cannot restrict {}", dir.display()))
-}
-
-/// Serves the API until SIGTERM or Ctrl-C, then finishes the requests in flight.
-pub async fn serve(app: App) -> anyhow::Result<()> {
-    let app = Arc::new(app);
-    if app.settings.dev {
-        auth::bootstrap_dev(&app).await?;
-    }
-    let mut hosted = None;
-    if let Some(runtime_settings) = app.settings.runtime.clone() {
-        let runtime = runtime::Runtime::new(app.clone(), runtime_settings)?;
-        let _ = app.runtime.set(runtime.clone());
-        hosted = Some(runtime.clone());
-        tokio::spawn(runtime.run());
-    } else {
-        tracing::warn!("started with --no-runtime: homeservers are recorded but not run");
-    }
+    let runtime = match (&platform.settings.runtime, platform.hosts_homeservers()) {
+        (Some(settings), true) => {
+            let p = platform.clone();
+            let ingress = Arc::new(Ingress::new(IpAddr::V4(Ipv4Addr::LOCALHOST), move |id| p.dirs.homeserver_socket(id)));
+            let runtime = runtime::Runtime::new(platform.clone(), settings.clone(), ingress);
+            // Homeservers kept running while matrixhostd was away: their ports answer again
+            // before the API does, so `running` never means "not reachable yet".
+            runtime.reopen_ingress().await;
+            tokio::spawn(runtime.clone().run());
+            Some(runtime)
+        }
+        _ => {
+            tracing::warn!("started with --no-runtime: homeservers are recorded but not run");
+            None
+        }
+    };
     // R4: backups next to the runtime (without it, only retention runs).
-    let backups = backup::Backups::new(app.clone(), hosted);
-    let _ = app.backups.set(backups.clone());
-    tracing::info!(store = %app.backup_store.describe(), "backup worker started");
-    tokio::spawn(backups.run());
-    let listener = tokio::net::TcpListener::bind(app.settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", app.settings.listen))?;
+    let backups = backup::Backups::new(platform.clone(), runtime.clone());
+    tokio::spawn(backups.clone().run());
+    let app = Arc::new(http::App::new(platform.clone(), runtime, backups));
+    let listener = tokio::net::TcpListener::bind(platform.settings.listen).await.with_context(|| format!("cannot listen on {}", platform.settings.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read the bound address here (useful with port 0).
-    std::fs::write(app.settings.state_dir.join("matrixhostd.addr"), addr.to_string())?;
-    tracing::info!(%addr, database = %db::redact_url(&app.settings.database_url), "matrixhostd listening");
+    std::fs::write(platform.dirs.api_file(ADDR_FILE), addr.to_string())?;
+    let database = match &platform.settings.database_url {
+        Some(url) => db::redact_url(url),
+        None => format!("sqlite in {}", platform.dirs.layout().api_dir().display()),
+    };
+    tracing::info!(%addr, %database, "matrixhostd listening");
     // Small JSON responses must not wait for Nagle's algorithm (Terraform makes many calls).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(shutdown_signal()).await?;
-    app.db.close().await;
+    axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
+    platform.db.close().await;
     tracing::info!("matrixhostd stopped");
     Ok(())
 }

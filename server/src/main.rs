@@ -1,9 +1,13 @@
 //! `matrixhostd`: `serve` runs the control plane; the other commands are for the operator.
+//! Started as root, every command becomes the unprivileged service user before it opens
+//! anything (see `state.rs`).
 
 use clap::{Parser, Subcommand};
-use matrixhost_api::{Email, OrgName};
 use matrixhost_server::config::{ServeArgs, Settings, StoreArgs};
-use matrixhost_server::{auth, backup, db, operator, App};
+use matrixhost_server::domain::{backups, orgs};
+use matrixhost_server::platform::Platform;
+use matrixhost_server::state::{self, StateDirs};
+use matrixhost_server::{db, operator};
 
 #[derive(Parser)]
 #[command(name = "matrixhostd", version, about = "The matrixhost hosting control plane")]
@@ -25,7 +29,9 @@ enum Command {
     /// Operator actions on homeservers (R12).
     #[command(subcommand)]
     Homeserver(HomeserverCommand),
-    /// Operator actions on billing plans (R12).
+    /// Test builds only: record a payment's outcome by hand (R12), until the payment processor
+    /// does it.
+    #[cfg(feature = "test-hooks")]
     #[command(subcommand)]
     Billing(BillingCommand),
     /// Encrypted backups (R4): list, take, restore. `take` and `restore` are carried out by
@@ -90,6 +96,7 @@ enum HomeserverCommand {
     },
 }
 
+#[cfg(feature = "test-hooks")]
 #[derive(Subcommand)]
 enum BillingCommand {
     /// Record a failed payment: the homeserver is blocked until it is paid (R12).
@@ -165,66 +172,78 @@ enum OrgCommand {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     // Colours only for a terminal: log files and CI output stay greppable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
 }
 
-async fn open(store: &StoreArgs) -> anyhow::Result<App> {
-    App::open(Settings::for_store(store)?).await
+/// What a command needs before the async runtime starts: its settings and the state
+/// directories, opened (and root dropped) while the process has one thread.
+struct Prepared {
+    settings: Settings,
+    dirs: StateDirs,
 }
 
-async fn create_org(app: &App, name: &str, email: &str, verified: bool) -> anyhow::Result<auth::Org> {
-    let name = OrgName::parse(name).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
-    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
-    auth::create_org(&app.db, &name, &email, verified, app.clock.now()).await
+fn prepare(command: &Command) -> anyhow::Result<Option<Prepared>> {
+    let settings = match command {
+        Command::Openapi => return Ok(None),
+        Command::Serve(args) => Settings::resolve(args)?,
+        Command::Migrate(store) => Settings::for_store(store)?,
+        Command::Token(TokenCommand::Create { store, .. } | TokenCommand::List { store, .. } | TokenCommand::Revoke { store, .. }) => Settings::for_store(store)?,
+        Command::Org(OrgCommand::Create { store, .. } | OrgCommand::Verify { store, .. }) => Settings::for_store(store)?,
+        Command::Homeserver(HomeserverCommand::Block { store, .. } | HomeserverCommand::Unblock { store, .. }) => Settings::for_store(store)?,
+        #[cfg(feature = "test-hooks")]
+        Command::Billing(BillingCommand::PaymentFailed { store, .. } | BillingCommand::PaymentSettled { store, .. }) => Settings::for_store(store)?,
+        Command::Backup(BackupCommand::List { store, .. } | BackupCommand::Take { store, .. } | BackupCommand::Restore { store, .. }) => Settings::for_store(store)?,
+    };
+    let dirs = state::enter(&settings.state_dir, &settings.user, settings.runtime.is_some())?;
+    Ok(Some(Prepared { settings, dirs }))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(args) => matrixhost_server::serve(App::open(Settings::resolve(&args)?).await?).await,
-        Command::Migrate(store) => {
-            let app = open(&store).await?;
-            eprintln!("database is up to date ({})", db::redact_url(&app.settings.database_url));
+async fn run(command: Command, prepared: Option<Prepared>) -> anyhow::Result<()> {
+    let Some(Prepared { settings, dirs }) = prepared else {
+        print!("{}", matrixhost_api::openapi::document_text());
+        return Ok(());
+    };
+    let p = Platform::open(settings, dirs).await?;
+    match command {
+        Command::Openapi => unreachable!("handled above"),
+        Command::Serve(_) => matrixhost_server::serve(p).await,
+        Command::Migrate(_) => {
+            eprintln!("database is up to date ({})", p.settings.database_url.as_deref().map(db::redact_url).unwrap_or_else(|| "sqlite".into()));
             Ok(())
         }
-        Command::Openapi => {
-            print!("{}", matrixhost_api::openapi::document_text());
-            Ok(())
-        }
-        Command::Org(OrgCommand::Create { name, email, verified, store }) => {
-            let app = open(&store).await?;
-            let org = create_org(&app, &name, &email, verified).await?;
+        Command::Org(OrgCommand::Create { name, email, verified, .. }) => {
+            let org = operator::create_org(&p, &name, &email, verified).await?;
             println!("{}", org.id);
             Ok(())
         }
-        Command::Homeserver(HomeserverCommand::Block { id, reason, store }) => operator::block_homeserver(&open(&store).await?.db, &id, &reason).await,
-        Command::Homeserver(HomeserverCommand::Unblock { id, store }) => operator::unblock_homeserver(&open(&store).await?.db, &id).await,
-        Command::Billing(BillingCommand::PaymentFailed { id, store }) => operator::set_payment_status(&open(&store).await?.db, &id, true).await,
-        Command::Billing(BillingCommand::PaymentSettled { id, store }) => operator::set_payment_status(&open(&store).await?.db, &id, false).await,
-        Command::Org(OrgCommand::Verify { name, store }) => auth::verify_org(&open(&store).await?.db, &name).await,
-        Command::Backup(command) => backup_command(command).await,
-        Command::Token(TokenCommand::Create { org, create_org: create, email, verified, description, store }) => {
-            let app = open(&store).await?;
-            let found = match auth::find_org(&app.db, &org).await? {
+        Command::Org(OrgCommand::Verify { name, .. }) => Ok(orgs::verify_org(&p.db, &name).await?),
+        Command::Homeserver(HomeserverCommand::Block { id, reason, .. }) => operator::block_homeserver(&p, &id, &reason).await,
+        Command::Homeserver(HomeserverCommand::Unblock { id, .. }) => operator::unblock_homeserver(&p, &id).await,
+        #[cfg(feature = "test-hooks")]
+        Command::Billing(BillingCommand::PaymentFailed { id, .. }) => operator::set_payment_failed(&p, &id, true).await,
+        #[cfg(feature = "test-hooks")]
+        Command::Billing(BillingCommand::PaymentSettled { id, .. }) => operator::set_payment_failed(&p, &id, false).await,
+        Command::Backup(command) => backup_command(&p, command).await,
+        Command::Token(TokenCommand::Create { org, create_org: create, email, verified, description, .. }) => {
+            let found = match orgs::find_org(&p.db, &org).await? {
                 Some(found) => found,
                 None if create => {
                     let email = email.ok_or_else(|| anyhow::anyhow!("--create-org needs --email"))?;
-                    create_org(&app, &org, &email, verified).await?
+                    operator::create_org(&p, &org, &email, verified).await?
                 }
                 None => anyhow::bail!("no organization named {org}; pass --create-org --email ADDRESS to create it"),
             };
-            let (id, token) = auth::create_token(&app.db, &found.id, &description, app.clock.now()).await?;
+            let (id, token) = orgs::create_token(&p.db, &found.id, &description, p.clock.now()).await?;
             eprintln!("created token {id} for organization {}; it is shown only once:", found.name);
             println!("{token}");
             Ok(())
         }
-        Command::Token(TokenCommand::List { org, store }) => {
-            let app = open(&store).await?;
-            let found = auth::find_org(&app.db, &org).await?.ok_or_else(|| anyhow::anyhow!("no organization named {org}"))?;
-            for t in auth::list_tokens(&app.db, &found.id).await? {
+        Command::Token(TokenCommand::List { org, .. }) => {
+            let found = orgs::find_org(&p.db, &org).await?.ok_or_else(|| anyhow::anyhow!("no organization named {org}"))?;
+            for t in orgs::list_tokens(&p.db, &found.id).await? {
                 let state = match &t.revoked_at {
                     Some(at) => format!("revoked {at}"),
                     None => "active".into(),
@@ -233,20 +252,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token(TokenCommand::Revoke { id, store }) => {
-            let app = open(&store).await?;
-            auth::revoke_token(&app.db, &id, app.clock.now()).await?;
+        Command::Token(TokenCommand::Revoke { id, .. }) => {
+            orgs::revoke_token(&p.db, &id, p.clock.now()).await.map_err(|e| anyhow::anyhow!("token {id}: {e}"))?;
             eprintln!("revoked token {id}");
             Ok(())
         }
     }
 }
 
-async fn backup_command(command: BackupCommand) -> anyhow::Result<()> {
+async fn backup_command(p: &Platform, command: BackupCommand) -> anyhow::Result<()> {
     match command {
-        BackupCommand::List { homeserver_id, store } => {
-            let app = open(&store).await?;
-            for b in backup::operator_list(&app, &homeserver_id).await? {
+        BackupCommand::List { homeserver_id, .. } => {
+            for b in backups::all_of(&p.db, &homeserver_id).await? {
                 println!(
                     "{}\t{}\t{}\tstarted {}\tfinished {}\t{} bytes\texpires {}{}",
                     b.id,
@@ -255,35 +272,30 @@ async fn backup_command(command: BackupCommand) -> anyhow::Result<()> {
                         matrixhost_api::BackupKind::Scheduled => "scheduled",
                         matrixhost_api::BackupKind::OnDemand => "on_demand",
                     },
-                    backup::show_time(Some(b.started_at)),
-                    backup::show_time(b.finished_at),
+                    show_time(Some(b.started_at)),
+                    show_time(b.finished_at),
                     b.size_bytes.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                    backup::show_time(Some(b.expires_at)),
+                    show_time(Some(b.expires_at)),
                     b.error.map(|e| format!("\t{e}")).unwrap_or_default(),
                 );
             }
             Ok(())
         }
-        BackupCommand::Take { homeserver_id, wait, store } => {
-            let app = open(&store).await?;
-            let b = backup::operator_take(&app, &homeserver_id).await?;
+        BackupCommand::Take { homeserver_id, wait, .. } => {
+            let b = operator::take_backup(p, &homeserver_id).await?;
             eprintln!("backup {} of homeserver {homeserver_id} requested", b.id);
             if !wait.no_wait {
-                let done = wait_for(&wait, "backup", || async { Ok(backup::load_backup(&app, &b.id).await?.map(|b| (status_name(b.status), b.error))) }).await?;
+                let done = wait_for(&wait, "backup", || async { Ok(operator::load_backup(p, &b.id).await?.map(|b| (status_name(b.status), b.error))) }).await?;
                 anyhow::ensure!(done.0 == "completed", "backup {} failed: {}", b.id, done.1.unwrap_or_default());
             }
             println!("{}", b.id);
             Ok(())
         }
-        BackupCommand::Restore { backup_id, wait, store } => {
-            let app = open(&store).await?;
-            let r = backup::operator_restore(&app, &backup_id).await?;
+        BackupCommand::Restore { backup_id, wait, .. } => {
+            let r = operator::restore_backup(p, &backup_id).await?;
             eprintln!("restore {} of backup {backup_id} into homeserver {} requested", r.id, r.homeserver_id);
             if !wait.no_wait {
-                let done = wait_for(&wait, "restore", || async {
-                    Ok(backup::load_restore(&app, &r.id).await?.map(|r| (restore_status_name(r.status), r.error)))
-                })
-                .await?;
+                let done = wait_for(&wait, "restore", || async { Ok(operator::load_restore(p, &r.id).await?.map(|r| (restore_status_name(r.status), r.error))) }).await?;
                 anyhow::ensure!(done.0 == "completed", "restore {} failed: {}", r.id, done.1.unwrap_or_default());
                 eprintln!("restore {} completed: homeserver {} runs on the data of backup {backup_id}", r.id, r.homeserver_id);
             }
@@ -291,6 +303,11 @@ async fn backup_command(command: BackupCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Timestamps in CLI output.
+fn show_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(db::ts).unwrap_or_else(|| "-".into())
 }
 
 fn status_name(s: matrixhost_api::BackupStatus) -> &'static str {
@@ -339,18 +356,21 @@ where
 }
 
 fn main() {
-    // Everything matrixhostd creates (database, keys, tokens, tenant files) is private unless
-    // it says otherwise.
-    // SAFETY: umask(2) only changes this process's file-creation mask.
-    unsafe {
-        libc::umask(0o077);
-    }
+    // Everything matrixhostd creates (database, keys, tokens) is private unless it says otherwise.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Backtraces are for developers; operators get the error chain.
+    std::env::remove_var("RUST_BACKTRACE");
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Err(err) = runtime.block_on(run(Cli::parse())) {
+    let cli = Cli::parse();
+    let fail = |err: anyhow::Error| -> ! {
         eprintln!("matrixhostd: {err:#}");
         std::process::exit(1);
+    };
+    // Before any thread exists: root is dropped here, for good.
+    let prepared = prepare(&cli.command).unwrap_or_else(|e| fail(e));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(err) = runtime.block_on(run(cli.command, prepared)) {
+        fail(err);
     }
 }

@@ -117,7 +117,7 @@ async fn r4_a_tampered_archive_is_refused_and_the_live_data_is_untouched() {
     // Written after the backup: a restore would lose it, a refused one must not.
     let after = marker();
     assert_eq!(send_text(&m, &token, &room, "t2", &after).await.0, 200);
-    let pids = runtime::synapse_pids(&server.data_dir(&id));
+    let pids = runtime::synapse_pids(&id);
     assert_eq!(pids.len(), 1);
 
     let archive = archive_path(server.state_dir(), &id, &bk);
@@ -131,8 +131,13 @@ async fn r4_a_tampered_archive_is_refused_and_the_live_data_is_untouched() {
     std::fs::write(&archive, &flipped).unwrap();
     let refused = restore(&client, &id, &bk).await;
     assert_eq!(refused["status"], "failed", "{refused}");
+    // The customer reads the platform's words and a reference; the reference leads the
+    // operator to the details in the agent's log.
     let error = refused["error"].as_str().unwrap();
-    assert!(error.starts_with(&format!("backup {bk} is corrupt: authentication failed at chunk ")), "{error}");
+    assert!(error.starts_with("the backup archive failed authentication"), "{error}");
+    let reference = error.rsplit("(ref ").next().unwrap().trim_end_matches(')');
+    let line = server.agent_log().lines().find(|l| l.contains(reference)).map(str::to_owned).unwrap_or_default();
+    assert!(line.contains(&format!("backup {bk} is corrupt: authentication failed at chunk ")), "no details under {reference}: {line}");
 
     // Cut short at a chunk boundary (the final chunk is missing): refused as truncated.
     let body = original.len() - archive_header_len(&original);
@@ -142,10 +147,13 @@ async fn r4_a_tampered_archive_is_refused_and_the_live_data_is_untouched() {
     let truncated = restore(&client, &id, &bk).await;
     assert_eq!(truncated["status"], "failed", "{truncated}");
     let error = truncated["error"].as_str().unwrap();
-    assert!(error.starts_with(&format!("backup {bk} is truncated")), "{error}");
+    assert!(error.starts_with("the backup archive failed authentication"), "{error}");
+    let reference = error.rsplit("(ref ").next().unwrap().trim_end_matches(')');
+    let line = server.agent_log().lines().find(|l| l.contains(reference)).map(str::to_owned).unwrap_or_default();
+    assert!(line.contains(&format!("backup {bk} is truncated")), "no details under {reference}: {line}");
 
     // The homeserver never went down and still has everything, including what came after.
-    assert_eq!(runtime::synapse_pids(&server.data_dir(&id)), pids, "synapse was stopped or restarted");
+    assert_eq!(runtime::synapse_pids(&id), pids, "synapse was stopped or restarted");
     let hs = expect_status(&client.get(&format!("/v1/homeservers/{id}")).await, 200);
     assert_eq!(hs["status"], "running", "{hs}");
     let (status, now) = messages(&m, &token, &room, 50).await;
@@ -180,9 +188,8 @@ async fn r4_a_backup_during_continuous_writes_restores_a_consistent_database() {
     let client = server.client();
     // Synapse limits messages per user (burst 10); the writer should not wait on that.
     let user_id = m.call(Method::GET, "/_matrix/client/v3/account/whoami", Some(&token), None).await.1["user_id"].as_str().unwrap().to_owned();
-    let (status, body) = m
-        .call(Method::POST, &format!("/_synapse/admin/v1/users/{user_id}/override_ratelimit"), Some(&token), Some(json!({"messages_per_second": 0, "burst_count": 0})))
-        .await;
+    let (status, body) =
+        m.call(Method::POST, &format!("/_synapse/admin/v1/users/{user_id}/override_ratelimit"), Some(&token), Some(json!({"messages_per_second": 0, "burst_count": 0}))).await;
     assert_eq!(status, 200, "{body}");
     // A writer sends numbered messages as fast as Synapse takes them.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -221,8 +228,7 @@ async fn r4_a_backup_during_continuous_writes_restores_a_consistent_database() {
     let restored = restore(&client, &id, backup["id"].as_str().unwrap()).await;
     assert_eq!(restored["status"], "completed", "{restored}");
     wait_status(&client, &id, "running").await;
-    let db = server.data_dir(&id).join("homeserver.db");
-    assert_eq!(integrity_check(&id, &db), "ok");
+    assert_eq!(integrity_check(&id), "ok");
     // What came back is one consistent moment: msg-0 .. msg-k with no gap, k between what was
     // sent when the backup was asked for and when it was done.
     let token = login_eventually(&m, "alice").await;

@@ -13,13 +13,9 @@ const PASSWORD: &str = "a long enough password 1";
 
 /// A catalog with a tiny plan so the MAU cap can be reached in a test.
 fn tiny_plan_config(dir: &std::path::Path) -> String {
-    let path = dir.join("tiny.toml");
-    std::fs::write(
-        &path,
+    runtime::catalog_config(
+        dir,
         r#"
-[catalog]
-terms_version = "test-1"
-regions = [{ code = "us-east-1", name = "US East", country = "US", available = true }]
 [[catalog.plans]]
 tier = "tiny"
 name = "Tiny"
@@ -30,8 +26,6 @@ e2ee_can_be_disabled = true
 limits = { cpu_millicores = 500, memory_mb = 512, storage_gb = 5 }
 "#,
     )
-    .unwrap();
-    path.to_string_lossy().into_owned()
 }
 
 async fn reserved_user(client: &matrixhost_tests::Client, hs: &str, email: &str, localpart: &str, admin: bool) -> Value {
@@ -87,7 +81,7 @@ async fn homeserver_runs_and_a_reserved_user_logs_in() {
     assert!(usage["registered_users"].as_u64().unwrap() >= 1, "{usage}");
     assert!(usage["volume_bytes_used"].as_u64().unwrap() > 0, "{usage}");
     assert_eq!(usage["mau_cap"], 10);
-    let rss_kb = runtime::synapse_pids(&server.data_dir(id))
+    let rss_kb = runtime::synapse_pids(id)
         .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
@@ -121,7 +115,7 @@ async fn r2_a_message_is_readable_through_the_mount_and_absent_from_the_raw_imag
     assert_eq!(status, 200, "{sent}");
 
     // R19: the control plane keeps the acceptance (Synapse keeps only the last one).
-    let db = server.state_dir().join("matrixhost.db");
+    let db = server.state_dir().join("api/matrixhost.db");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = std::process::Command::new("sqlite3").arg(&db).arg("SELECT user_id || ' ' || notice_version FROM consent_acceptances").output().unwrap();
@@ -162,15 +156,17 @@ async fn r3_tenants_cannot_read_each_other() {
     let ra = wait_status(&client, &a, "running").await;
     let rb = wait_status(&client, &b, "running").await;
     assert_ne!(ra["client_url"], rb["client_url"], "each tenant has its own port");
+    // R3: outside its sandbox a tenant's uid reaches no volume by its host path, not B's and not
+    // even its own (inside, it sees only its own, as /data: see the hostile-tenant suite).
     let user_a = runtime::tenant_user_name(&a);
-    let own = std::process::Command::new("runuser").args(["-u", &user_a, "--", "cat"]).arg(server.data_dir(&a).join("homeserver.yaml")).output().unwrap();
-    assert!(own.status.success(), "tenant A cannot read its own config: {}", String::from_utf8_lossy(&own.stderr));
-    let other = std::process::Command::new("runuser").args(["-u", &user_a, "--", "cat"]).arg(server.data_dir(&b).join("homeserver.yaml")).output().unwrap();
-    assert!(!other.status.success(), "tenant A read tenant B's config");
-    assert!(String::from_utf8_lossy(&other.stderr).contains("ermission denied"), "{}", String::from_utf8_lossy(&other.stderr));
+    for path in [server.data_dir(&b).join("homeserver.db"), server.data_dir(&a).join("homeserver.db")] {
+        let out = std::process::Command::new("runuser").args(["-u", &user_a, "--", "cat"]).arg(&path).output().unwrap();
+        assert!(!out.status.success(), "tenant A read {}", path.display());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     // Their processes run as different users.
     let owner = |id: &str| {
-        let pid = runtime::synapse_pids(&server.data_dir(id))[0];
+        let pid = runtime::synapse_pids(id)[0];
         std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap().lines().find(|l| l.starts_with("Uid:")).unwrap().to_owned()
     };
     assert_ne!(owner(&a), owner(&b));
@@ -271,9 +267,8 @@ async fn r9_registration_guests_and_federation_follow_the_settings() {
     m.accept_consent(refused["consent_uri"].as_str().expect("consent first")).await;
     let (_, room) = m.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
     let room_id = room["room_id"].as_str().unwrap();
-    let (status, body) = m
-        .call(Method::POST, &format!("/_matrix/client/v3/rooms/{room_id}/invite"), Some(&token), Some(json!({"user_id": "@bob:remote.example"})))
-        .await;
+    let (status, body) =
+        m.call(Method::POST, &format!("/_matrix/client/v3/rooms/{room_id}/invite"), Some(&token), Some(json!({"user_id": "@bob:remote.example"}))).await;
     assert!(status >= 400, "a remote invite went through: {status} {body}");
     assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
 }
@@ -311,6 +306,102 @@ async fn r12_blocking_blocks_logins_and_unblocking_restores_them() {
     wait_status(&client, &id, "running").await;
 }
 
+/// R12 at 100% of resources: a homeserver whose volume is full is blocked (Synapse refuses
+/// every request with the reason) until the volume is grown; both moments are events.
+#[tokio::test]
+async fn r12_a_full_volume_blocks_until_it_is_grown() {
+    if !runtime_available("r12_storage") {
+        return;
+    }
+    let server = RuntimeServer::start(&[]).await;
+    let client = server.client();
+    let hs = create_homeserver(&client, "nickel", "filled", json!({})).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    reserved_user(&client, &id, "ops@acme.example", "ops", false).await;
+    let running = wait_status(&client, &id, "running").await;
+    let m = Matrix::new(running["client_url"].as_str().unwrap());
+    login_eventually(&m, "ops").await;
+    // The tenant fills its volume (think: media uploads) until the disk says no.
+    let out = runtime::as_tenant(&id, "dd if=/dev/zero of=/data/media_store/filler bs=1M 2>&1 | tail -1; sync");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copied"), "{}", String::from_utf8_lossy(&out.stdout));
+    let blocked = wait_status(&client, &id, "blocked").await;
+    let reason = blocked["status_reason"].as_str().unwrap();
+    assert!(reason.starts_with("R12: this homeserver's storage is full") && reason.contains("grown"), "{reason}");
+    let (status, body) = m.login("ops", PASSWORD).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_RESOURCE_LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(body["error"], reason, "users read the same reason");
+    let events: Value = expect_status(&client.get(&format!("/v1/homeservers/{id}/events")).await, 200);
+    assert!(events["items"].as_array().unwrap().iter().any(|e| e["kind"] == "storage_full"), "{events}");
+
+    // Growing the volume lifts the block.
+    let mut settings = json!({
+        "federation_enabled": false, "registration": "invite_only", "allowed_email_domains": [], "guest_access": false,
+        "encryption_by_default": true, "deletion_protection": false, "volume": {"size_gb": 2, "encrypted": true},
+        "data_controller": running["data_controller"],
+    });
+    settings["registration"] = running["registration"].clone();
+    expect_status(&client.put(&format!("/v1/homeservers/{id}"), &settings).await, 200);
+    let back = wait_status(&client, &id, "running").await;
+    assert!(back["status_reason"].is_null(), "{back}");
+    login_eventually(&m, "ops").await;
+    let events: Value = expect_status(&client.get(&format!("/v1/homeservers/{id}/events")).await, 200);
+    let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "storage_full").count(), 1, "{kinds:?}");
+    assert!(kinds.ends_with(&["storage_available"]), "{kinds:?}");
+}
+
+/// The usual `/var/lib` layout: the state directory under a parent only root may enter. The
+/// control plane (its own user) and every homeserver (their own users, in their sandboxes)
+/// still work, and a backup completes.
+#[tokio::test]
+async fn a_state_dir_under_a_private_parent_runs_homeservers() {
+    use std::os::unix::fs::PermissionsExt;
+    if !runtime_available("private_parent") {
+        return;
+    }
+    let parent = tempfile::Builder::new().prefix("matrixhost-private.").tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = tempfile::Builder::new().prefix("state.").tempdir_in(parent.path()).unwrap();
+    let server = RuntimeServer::start_in(Some(state), &[], &[]).await;
+    assert!(server.state_dir().starts_with(parent.path()));
+    let client = server.client();
+    let hs = create_homeserver(&client, "nickel", "private", json!({})).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    let running = wait_status(&client, &id, "running").await;
+    let (status, _) = Matrix::new(running["client_url"].as_str().unwrap()).call(Method::GET, "/_matrix/client/versions", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(matrixhost_tests::backups::take_backup(&client, &id).await["status"], "completed");
+    // A restart finds its database where it left it.
+    let server = server.kill_and_restart().await;
+    let again = expect_status(&server.client().get(&format!("/v1/homeservers/{id}")).await, 200);
+    assert_eq!(again["status"], "running", "{again}");
+}
+
+/// R5: each homeserver's cgroup carries its plan's limits (and the agent's pids limit).
+#[tokio::test]
+async fn r5_the_plans_limits_are_the_homeservers_cgroup() {
+    if !runtime_available("r5_limits") {
+        return;
+    }
+    let server = RuntimeServer::start(&[]).await;
+    let client = server.client();
+    let hs = create_homeserver(&client, "silver", "limited", json!({})).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    wait_status(&client, &id, "running").await;
+    let read = |controller: &str, v1: &str, v2: &str| {
+        let dir = runtime::cgroup_dir(&id, controller);
+        std::fs::read_to_string(dir.join(v1)).or_else(|_| std::fs::read_to_string(dir.join(v2))).unwrap().trim().to_owned()
+    };
+    // silver: 2048 MiB, 2000 millicores.
+    assert_eq!(read("memory", "memory.limit_in_bytes", "memory.max"), (2048u64 << 20).to_string());
+    let cpu = read("cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "200000" || cpu == "200000 100000", "{cpu}");
+    assert_eq!(read("pids", "pids.max", "pids.max"), "512");
+    // Synapse is in that cgroup.
+    let pid = runtime::synapse_pids(&id)[0];
+    assert!(runtime::cgroup_pids(&id).contains(&pid));
+}
+
 #[tokio::test]
 async fn sigkill_and_restart_readopts_every_homeserver() {
     if !runtime_available("sigkill_readopt") {
@@ -326,8 +417,10 @@ async fn sigkill_and_restart_readopts_every_homeserver() {
     for id in &ids {
         wait_status(&client, id, "running").await;
     }
-    let before: Vec<Vec<i32>> = ids.iter().map(|id| runtime::synapse_pids(&server.data_dir(id))).collect();
+    let before: Vec<Vec<i32>> = ids.iter().map(|id| runtime::synapse_pids(id)).collect();
     assert!(before.iter().all(|p| p.len() == 1), "{before:?}");
+    let starts = |log: &str| log.matches("homeserver sandbox started").count();
+    let started_before = starts(&server.agent_log());
 
     let started = Instant::now();
     let server = server.kill_and_restart().await;
@@ -340,9 +433,35 @@ async fn sigkill_and_restart_readopts_every_homeserver() {
     eprintln!("measured: restart-to-all-running {:?}", started.elapsed());
     // Give the reconciler a few passes: nothing may be started twice or left behind.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let after: Vec<Vec<i32>> = ids.iter().map(|id| runtime::synapse_pids(&server.data_dir(id))).collect();
+    let after: Vec<Vec<i32>> = ids.iter().map(|id| runtime::synapse_pids(id)).collect();
     assert_eq!(before, after, "homeservers were restarted or duplicated instead of re-adopted");
-    assert!(server.log().contains("re-adopted"), "no re-adoption logged");
+    assert_eq!(starts(&server.agent_log()), started_before, "the agent started a homeserver again");
+}
+
+/// The data plane outlives the node agent too: killed (SIGKILL) and started again, the agent
+/// finds every homeserver in its cgroup, and none is restarted.
+#[tokio::test]
+async fn homeservers_outlive_a_killed_agent() {
+    if !runtime_available("outlive_agent") {
+        return;
+    }
+    let mut server = RuntimeServer::start(&[]).await;
+    let client = server.client();
+    let hs = create_homeserver(&client, "nickel", "steady", json!({})).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    let running = wait_status(&client, &id, "running").await;
+    let before = runtime::synapse_pids(&id);
+    assert_eq!(before.len(), 1);
+    server.kill_agent();
+    // While the agent is gone the homeserver still answers (through matrixhostd's ingress).
+    let m = Matrix::new(running["client_url"].as_str().unwrap());
+    assert_eq!(m.call(Method::GET, "/_matrix/client/versions", None, None).await.0, 200);
+    server.restart_agent().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let hs = wait_status(&client, &id, "running").await;
+    assert!(hs["status_reason"].is_null(), "{hs}");
+    assert_eq!(runtime::synapse_pids(&id), before, "the homeserver was restarted");
+    assert_eq!(m.call(Method::GET, "/_matrix/client/versions", None, None).await.0, 200);
 }
 
 #[tokio::test]
@@ -355,21 +474,25 @@ async fn deleting_a_homeserver_leaves_nothing_behind() {
     let hs = create_homeserver(&client, "nickel", "doomed", json!({})).await;
     let id = hs["id"].as_str().unwrap().to_owned();
     let running = wait_status(&client, &id, "running").await;
-    let data = server.data_dir(&id);
     let image = server.image_path(&id);
-    assert_eq!(runtime::synapse_pids(&data).len(), 1);
+    assert_eq!(runtime::synapse_pids(&id).len(), 1);
 
     let resp = client.delete(&format!("/v1/homeservers/{id}")).await;
     let body = expect_status(&resp, 202);
     assert_eq!(body["status"], "deleting");
     runtime::wait_for(&client, &id, "gone", Duration::from_secs(60), |r| r.0.as_u16() == 404).await;
-    assert!(runtime::synapse_pids(&data).is_empty(), "synapse still runs");
+    assert!(runtime::synapse_pids(&id).is_empty(), "synapse still runs");
     assert!(runtime::mounts_under(server.state_dir()).is_empty(), "a volume is still mounted");
     assert!(!image.exists(), "the volume image is still there");
     let loops = std::process::Command::new("losetup").arg("-a").output().unwrap();
     assert!(!String::from_utf8_lossy(&loops.stdout).contains(&id), "a loop device still backs the image");
     let user = std::process::Command::new("id").arg(runtime::tenant_user_name(&id)).output().unwrap();
     assert!(!user.status.success(), "the tenant user still exists");
+    // The cgroups, the config, the socket directory and the key went with it.
+    assert!(!runtime::cgroup_dir(&id, "memory").exists(), "the cgroup is still there");
+    for leftover in [format!("agent/config/{id}"), format!("run/homeservers/{id}"), format!("agent/keys/{id}.key"), format!("agent/run/{id}.json")] {
+        assert!(!server.state_dir().join(&leftover).exists(), "{leftover} is still there");
+    }
     // The port is free again.
     let port = running["client_url"].as_str().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is still taken");
@@ -397,7 +520,9 @@ fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
 /// Streams the file in 1 MiB chunks, keeping an overlap so a match across chunks is found.
 fn file_contains(path: &std::path::Path, needle: &[u8]) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
     loop {

@@ -63,11 +63,16 @@ pub async fn wait_backup(client: &Client, hs: &str, id: &str, timeout: Duration)
     }
 }
 
-/// An on-demand backup, waited for; panics unless it completes.
-pub async fn take_backup(client: &Client, hs: &str) -> Value {
+/// An on-demand backup, waited for until it completes or fails.
+pub async fn try_backup(client: &Client, hs: &str) -> Value {
     let b = expect_status(&client.post(&format!("/v1/homeservers/{hs}/backups"), &json!({})).await, 202);
     assert_eq!(b["kind"], "on_demand", "{b}");
-    let done = wait_backup(client, hs, b["id"].as_str().unwrap(), Duration::from_secs(300)).await;
+    wait_backup(client, hs, b["id"].as_str().unwrap(), Duration::from_secs(300)).await
+}
+
+/// An on-demand backup, waited for; panics unless it completes.
+pub async fn take_backup(client: &Client, hs: &str) -> Value {
+    let done = try_backup(client, hs).await;
     assert_eq!(done["status"], "completed", "{done}");
     done
 }
@@ -90,15 +95,15 @@ pub async fn wait_restore(client: &Client, hs: &str, id: &str) -> Value {
     }
 }
 
-/// Where the directory store keeps a backup's archive.
+/// Where the node agent's directory store keeps a backup's archive.
 pub fn archive_path(state_dir: &Path, hs: &str, backup_id: &str) -> PathBuf {
-    state_dir.join("backups").join(hs).join(format!("{backup_id}.mhbk"))
+    state_dir.join("agent/backups").join(hs).join(format!("{backup_id}.mhbk"))
 }
 
 /// Archives still being written (or left behind by a crash).
 pub fn partial_archives(state_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for dir in std::fs::read_dir(state_dir.join("backups")).into_iter().flatten().flatten() {
+    for dir in std::fs::read_dir(state_dir.join("agent/backups")).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
             if f.file_name().to_string_lossy().ends_with(".partial") {
                 out.push(f.path());
@@ -111,7 +116,9 @@ pub fn partial_archives(state_dir: &Path) -> Vec<PathBuf> {
 /// Whether `needle` occurs in the file (streamed, so large files are fine).
 pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -131,11 +138,7 @@ pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
 /// SHA-256 (hex) with the system's `sha256sum`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
+    let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("sha256sum");
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
@@ -157,28 +160,13 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Runs the Synapse venv's python as the homeserver's tenant user (so no root-owned file
-/// appears in its data directory) and returns stdout.
-pub fn tenant_python(homeserver_id: &str, script: &str, args: &[&str]) -> String {
-    let python = crate::workspace_root().join(".tools/synapse-venv/bin/python");
-    let user = crate::runtime::tenant_user_name(homeserver_id);
-    let out = std::process::Command::new("runuser")
-        .args(["-u", &user, "--"])
-        .arg(&python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .current_dir("/")
-        .output()
-        .expect("runuser");
-    assert!(out.status.success(), "python as {user} failed: {}", String::from_utf8_lossy(&out.stderr));
+/// `PRAGMA integrity_check` of the homeserver's database, run as the tenant inside its sandbox
+/// (so no root-owned file appears in its data directory).
+pub fn integrity_check(homeserver_id: &str) -> String {
+    let script = r#"/opt/synapse/bin/python -c "import sqlite3; c = sqlite3.connect('/data/homeserver.db', timeout=30); print('\n'.join(r[0] for r in c.execute('PRAGMA integrity_check')))""#;
+    let out = crate::runtime::as_tenant(homeserver_id, script);
+    assert!(out.status.success(), "the integrity check failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// `PRAGMA integrity_check` of a SQLite database, run as the tenant.
-pub fn integrity_check(homeserver_id: &str, db: &Path) -> String {
-    let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1], timeout=30)\nprint('\\n'.join(r[0] for r in c.execute('PRAGMA integrity_check')))";
-    tenant_python(homeserver_id, script, &[&db.to_string_lossy()])
 }
 
 /// Logs in, retrying while the runtime creates the account or Synapse restarts.

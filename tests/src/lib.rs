@@ -38,9 +38,15 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const LOG_FILE: &str = "matrixhostd.log";
-pub const ADDR_FILE: &str = "matrixhostd.addr";
-pub const DEV_TOKEN_FILE: &str = "dev-token";
-pub const SQLITE_FILE: &str = "matrixhost.db";
+pub const AGENT_LOG_FILE: &str = "matrixhost-agent.log";
+/// The control plane's files are in `STATE/api` (see `matrixhost_agent_api::StateLayout`).
+pub const ADDR_FILE: &str = "api/matrixhostd.addr";
+pub const DEV_TOKEN_FILE: &str = "api/dev-token";
+pub const SQLITE_FILE: &str = "api/matrixhost.db";
+/// The unprivileged user `matrixhostd` runs as (made by `scripts/setup.sh`).
+pub const SERVICE_USER: &str = "matrixhost";
+/// How long the agent may take to open its socket.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A response: status, headers and the body parsed as JSON (`Null` when empty, a JSON string
 /// when the body is not JSON).
@@ -80,9 +86,7 @@ pub fn postgres_available(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("PostgreSQL tests need {POSTGRES_URL_ENV}; run scripts/test.sh");
     }
-    eprintln!(
-        "!!!!! SKIPPED {test}: {POSTGRES_URL_ENV} is not set (start one with scripts/pg-test.sh start) !!!!!"
-    );
+    eprintln!("!!!!! SKIPPED {test}: {POSTGRES_URL_ENV} is not set (start one with scripts/pg-test.sh start) !!!!!");
     false
 }
 
@@ -160,21 +164,14 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 fn psql(url: &str, sql: &str) -> std::io::Result<std::process::Output> {
-    Command::new("psql")
-        .arg(url)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .stdin(Stdio::null())
-        .output()
+    Command::new("psql").arg(url).args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).stdin(Stdio::null()).output()
 }
 
 /// Creates a fresh database `mh_<hex>` on the test PostgreSQL server and returns its URL.
 pub fn create_postgres_database() -> String {
-    let admin = postgres_url().unwrap_or_else(|| {
-        panic!("PostgreSQL tests need {POSTGRES_URL_ENV}; run scripts/test.sh")
-    });
+    let admin = postgres_url().unwrap_or_else(|| panic!("PostgreSQL tests need {POSTGRES_URL_ENV}; run scripts/test.sh"));
     let name = format!("mh_{}", random_hex(16));
-    let out = psql(&admin, &format!("CREATE DATABASE {name}"))
-        .unwrap_or_else(|e| panic!("running psql to create a test database: {e}"));
+    let out = psql(&admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("running psql to create a test database: {e}"));
     assert!(
         out.status.success(),
         "CREATE DATABASE {name} on {admin} failed: {}{}",
@@ -185,7 +182,9 @@ pub fn create_postgres_database() -> String {
 }
 
 fn drop_postgres_database(url: &str) {
-    let (Some(admin), Some(name)) = (postgres_url(), url.rsplit('/').next()) else { return };
+    let (Some(admin), Some(name)) = (postgres_url(), url.rsplit('/').next()) else {
+        return;
+    };
     let name = name.split('?').next().unwrap_or(name);
     if !name.starts_with("mh_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return;
@@ -204,29 +203,55 @@ fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() { dir } else { workspace_root().join(dir) }
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
         }
         None => workspace_root().join("target"),
     }
 }
 
-/// Builds `matrixhostd` once per test process (`cargo build -p matrixhost-server --bin
-/// matrixhostd`) and returns `<workspace>/target/debug/<name>`. Tests inside the server package
-/// should prefer `env!("CARGO_BIN_EXE_matrixhostd")`.
+/// The features test builds have (the test hooks); scripts/test.sh builds with the same, so the
+/// build below is a no-op after it.
+pub const TEST_FEATURES: &str = "matrixhost-server/test-hooks,matrixhost-agent/test-hooks";
+
+/// Builds the workspace's binaries once per test process, with the test hooks, and returns
+/// `<workspace>/target/debug/<name>`.
+/// The cargo profile of the binaries under test: `dev`, or `bench-hooks` (optimised, hooks kept)
+/// for the benchmarks, set through `MATRIXHOST_BIN_PROFILE`.
+pub fn bin_profile() -> String {
+    std::env::var("MATRIXHOST_BIN_PROFILE").unwrap_or_else(|_| "dev".to_owned())
+}
+
 pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         // The same command as scripts/test.sh's build (same feature unification), so after it
         // this is a no-op instead of a rebuild of half the dependency tree per test binary.
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--workspace", "--bins"])
+        let mut build = Command::new(cargo);
+        // `cargo test` gives the test its crate's variables; build scripts that watch them
+        // (ring watches CARGO_MANIFEST_DIR) would rebuild on every test run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"]
+                    .contains(&&*key)
+            {
+                build.env_remove(&*key);
+            }
+        }
+        let status = build
+            .args(["build", "--workspace", "--bins", "--profile", &bin_profile(), "--features", TEST_FEATURES])
             .current_dir(workspace_root())
             .status()
             .expect("running cargo build");
-        assert!(status.success(), "cargo build --workspace --bins failed: {status}");
+        assert!(status.success(), "cargo build --workspace --bins --profile {} --features {TEST_FEATURES} failed: {status}", bin_profile());
     });
-    let path = target_dir().join("debug").join(name);
+    let profile = bin_profile();
+    let path = target_dir().join(if profile == "dev" { "debug" } else { &profile }).join(name);
     assert!(path.exists(), "{} does not exist after cargo build", path.display());
     path
 }
@@ -244,11 +269,19 @@ pub struct ServerBuilder {
     database_url: Option<String>,
     owns_database: bool,
     runtime: bool,
+    agent_args: Vec<String>,
 }
 
 impl ServerBuilder {
-    /// Runs homeservers for real (root, loop devices and the Synapse venv). Without this the
-    /// server starts with `--no-runtime`: homeservers are recorded and stay `provisioning`.
+    /// An extra argument for `matrixhost-agent` (with the runtime).
+    pub fn agent_arg(mut self, arg: impl Into<String>) -> Self {
+        self.agent_args.push(arg.into());
+        self
+    }
+
+    /// Runs homeservers for real: a `matrixhost-agent` (as root: loop devices, sandboxes,
+    /// cgroups) next to `matrixhostd`. Without this the server starts with `--no-runtime`:
+    /// homeservers are recorded and stay `provisioning`.
     pub fn with_runtime(mut self) -> Self {
         self.runtime = true;
         self
@@ -289,19 +322,19 @@ impl ServerBuilder {
 
     /// Starts the server and waits for `/healthz`; panics with the server log on failure.
     pub async fn start(self) -> TestServer {
-        let ServerBuilder { bin, backend, args, envs, state_dir, mut database_url, mut owns_database, runtime } = self;
-        let dir = state_dir.unwrap_or_else(|| {
-            tempfile::Builder::new().prefix("matrixhostd-test.").tempdir().expect("creating a state dir")
-        });
+        self.start_with_agent(None).await
+    }
+
+    /// Like [`ServerBuilder::start`], keeping an agent that already runs.
+    async fn start_with_agent(self, agent: Option<Child>) -> TestServer {
+        let ServerBuilder { bin, backend, args, envs, state_dir, mut database_url, mut owns_database, runtime, agent_args } = self;
+        let dir =
+            state_dir.unwrap_or_else(|| tempfile::Builder::new().prefix("matrixhostd-test.").tempdir().expect("creating a state dir"));
         if backend == Backend::Postgres && database_url.is_none() {
             database_url = Some(create_postgres_database());
             owns_database = true;
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("building an HTTP client");
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("building an HTTP client");
         let mut server = TestServer {
             bin,
             backend,
@@ -311,12 +344,18 @@ impl ServerBuilder {
             database_url,
             owns_database,
             runtime,
+            agent_args,
+            agent: None,
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dev_token: String::new(),
             http,
             transcript: Arc::new(Mutex::new(Vec::new())),
         };
+        server.agent = agent;
+        if server.runtime && server.agent.is_none() {
+            server.spawn_agent().await;
+        }
         server.spawn_and_wait().await;
         server
     }
@@ -333,6 +372,9 @@ pub struct TestServer {
     database_url: Option<String>,
     owns_database: bool,
     runtime: bool,
+    agent_args: Vec<String>,
+    /// The node agent, with the runtime. It outlives restarts of `matrixhostd`.
+    agent: Option<Child>,
     child: Option<Child>,
     addr: SocketAddr,
     dev_token: String,
@@ -362,6 +404,7 @@ impl TestServer {
             database_url: None,
             owns_database: false,
             runtime: false,
+            agent_args: Vec::new(),
         }
     }
 
@@ -426,6 +469,21 @@ impl TestServer {
         fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
+    /// Everything the node agent printed so far (the operator's log).
+    pub fn agent_log(&self) -> String {
+        fs::read(self.state_dir().join(AGENT_LOG_FILE)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// The pid of `matrixhostd serve`.
+    pub fn serve_pid(&self) -> Option<u32> {
+        self.pid()
+    }
+
+    /// The pid of the node agent, with the runtime.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Everything the database holds, as bytes: for SQLite the database files of the state
     /// directory (`matrixhost.db` and its `-wal`/`-shm`/`-journal` siblings), for PostgreSQL a
     /// `pg_dump` of the server's database. Tests search it for secrets that must not be stored.
@@ -443,11 +501,7 @@ impl TestServer {
                 bytes
             }
             Some(url) => {
-                let out = Command::new("pg_dump")
-                    .args(["--no-owner", url])
-                    .stdin(Stdio::null())
-                    .output()
-                    .expect("running pg_dump");
+                let out = Command::new("pg_dump").args(["--no-owner", url]).stdin(Stdio::null()).output().expect("running pg_dump");
                 assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
                 out.stdout
             }
@@ -518,9 +572,7 @@ impl TestServer {
     /// token for it; returns the token (the only stdout line starting with `mh_`).
     pub async fn create_token(&self, org: &str) -> String {
         let email = format!("{org}@example.com");
-        let stdout = self
-            .cli_ok(&["token", "create", "--org", org, "--email", &email, "--create-org", "--verified"])
-            .await;
+        let stdout = self.cli_ok(&["token", "create", "--org", org, "--email", &email, "--create-org", "--verified"]).await;
         token_from_stdout(&stdout)
     }
 
@@ -547,10 +599,7 @@ impl TestServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "matrixhostd did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- log ---\n{}",
-                    self.log()
-                );
+                panic!("matrixhostd did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- log ---\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -560,11 +609,7 @@ impl TestServer {
     /// it again with the same arguments on the same state directory and database.
     pub async fn restart(mut self) -> TestServer {
         let status = self.stop();
-        assert!(
-            status.success(),
-            "matrixhostd did not shut down gracefully on SIGTERM: {status}\n--- log ---\n{}",
-            self.log()
-        );
+        assert!(status.success(), "matrixhostd did not shut down gracefully on SIGTERM: {status}\n--- log ---\n{}", self.log());
         self.relaunch().await
     }
 
@@ -583,28 +628,69 @@ impl TestServer {
     }
 
     async fn relaunch(mut self) -> TestServer {
-        let mut builder = TestServer::builder(&self.bin, self.backend)
-            .args(self.args.clone())
-            .state_dir(self.dir.take().expect("state dir"));
+        let mut builder =
+            TestServer::builder(&self.bin, self.backend).args(self.args.clone()).state_dir(self.dir.take().expect("state dir"));
         builder.envs = self.envs.clone();
         builder.runtime = self.runtime;
+        builder.agent_args = self.agent_args.clone();
         if let Some(url) = self.database_url.take() {
             builder = builder.database_url(url);
             builder.owns_database = std::mem::replace(&mut self.owns_database, false);
         }
-        let mut server = builder.start().await;
+        let agent = self.agent.take();
+        let mut server = builder.start_with_agent(agent).await;
         server.transcript = self.transcript.clone();
         server
+    }
+
+    /// Starts `matrixhost-agent` as root on the state directory and waits for its socket.
+    async fn spawn_agent(&mut self) {
+        let dir = self.state_dir().to_path_buf();
+        let socket = dir.join("run/agent.sock");
+        let log = OpenOptions::new().create(true).append(true).open(dir.join(AGENT_LOG_FILE)).expect("opening the agent log");
+        let agent_bin = self.bin.with_file_name("matrixhost-agent");
+        let mut cmd = Command::new(&agent_bin);
+        cmd.args(["--state-dir"]).arg(&dir).args(["--api-user", SERVICE_USER]).args(&self.agent_args);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MATRIXHOST_AGENT_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
+        self.agent = Some(cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", agent_bin.display())));
+        let deadline = Instant::now() + AGENT_START_TIMEOUT;
+        while !socket.exists() {
+            if let Some(status) = self.agent.as_mut().and_then(|a| a.try_wait().ok().flatten()) {
+                self.agent = None;
+                panic!("matrixhost-agent exited during start-up ({status})\n--- agent log ---\n{}", self.agent_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "matrixhost-agent did not open its socket within {AGENT_START_TIMEOUT:?}\n--- agent log ---\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the node agent (SIGKILL, as a crash would); homeservers keep running.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    /// Starts the node agent again after [`TestServer::kill_agent`].
+    pub async fn restart_agent(&mut self) {
+        let _ = fs::remove_file(self.state_dir().join("run/agent.sock"));
+        self.spawn_agent().await;
     }
 
     async fn spawn_and_wait(&mut self) {
         let dir = self.state_dir().to_path_buf();
         let _ = fs::remove_file(dir.join(ADDR_FILE));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(LOG_FILE))
-            .expect("opening the log file");
+        let log = OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE)).expect("opening the log file");
         let mut cmd = Command::new(&self.bin);
         cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0", "--state-dir"]).arg(&dir);
         if let Some(url) = &self.database_url {
@@ -628,11 +714,7 @@ impl TestServer {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.child = None;
-                panic!(
-                    "matrixhostd exited during start-up ({status}); args {:?}\n--- log ---\n{}",
-                    self.args,
-                    self.log()
-                );
+                panic!("matrixhostd exited during start-up ({status}); args {:?}\n--- log ---\n{}", self.args, self.log());
             }
             if Instant::now() > deadline {
                 if let Some(mut c) = self.child.take() {
@@ -672,6 +754,7 @@ impl Drop for TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.kill_agent();
         if self.owns_database {
             if let Some(url) = &self.database_url {
                 drop_postgres_database(url);
@@ -774,11 +857,8 @@ impl Client {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Resp {
-        let url = if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{}", self.base, path)
-        };
+        let url =
+            if path.starts_with("http://") || path.starts_with("https://") { path.to_owned() } else { format!("{}{}", self.base, path) };
         let mut req = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -795,11 +875,7 @@ impl Client {
         let bytes = resp.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
         let text = String::from_utf8_lossy(&bytes).into_owned();
         self.transcript.lock().unwrap().push(text.clone());
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(text))
-        };
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(text)) };
         (status, headers, body)
     }
 }
@@ -843,12 +919,7 @@ pub fn assert_api_error(resp: &Resp, status: u16, code: Option<&str>, field: Opt
     assert!(got_field.is_null() || got_field.is_string(), "`field` is neither null nor a string: {}", show(resp));
     let rid = obj.get("request_id").and_then(Value::as_str).unwrap_or_else(|| panic!("error without request_id: {}", show(resp)));
     assert!(!rid.is_empty(), "empty request_id: {}", show(resp));
-    assert_eq!(
-        request_id_header(headers).as_deref(),
-        Some(rid),
-        "x-request-id header differs from the body's request_id: {}",
-        show(resp)
-    );
+    assert_eq!(request_id_header(headers).as_deref(), Some(rid), "x-request-id header differs from the body's request_id: {}", show(resp));
     if let Some(code) = code {
         assert_eq!(got_code, code, "unexpected error code: {}", show(resp));
     }
@@ -881,9 +952,7 @@ pub fn assert_rejects_field(resp: &Resp, field: &str) -> String {
 #[track_caller]
 pub fn timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
     let s = value.as_str().unwrap_or_else(|| panic!("not a timestamp string: {value}"));
-    chrono::DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("`{s}` is not RFC 3339: {e}"))
-        .with_timezone(&chrono::Utc)
+    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("`{s}` is not RFC 3339: {e}")).with_timezone(&chrono::Utc)
 }
 
 /// Removes ANSI escape sequences (colours) from log text.
@@ -956,7 +1025,7 @@ pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+pub mod backups;
+pub mod modules;
 pub mod runtime;
 pub mod terraform;
-pub mod modules;
-pub mod backups;

@@ -8,16 +8,24 @@ use serde_json::{json, Value};
 
 use crate::{Backend, Client, TestServer};
 
-/// Whether this machine can run homeservers: root, loop devices and the Synapse venv. Without
-/// them the test is skipped loudly, except in CI, where it fails.
+/// Whether this machine can run homeservers: root, loop devices, bubblewrap, the service user
+/// and the Synapse venv. Without them the test is skipped loudly, except in CI, where it fails.
 pub fn runtime_available(test: &str) -> bool {
     let python = crate::workspace_root().join(".tools/synapse-venv/bin/python");
     let root = unsafe_geteuid() == 0;
     let loops = Path::new("/dev/loop-control").exists();
-    let missing = [(!root, "root"), (!loops, "/dev/loop-control"), (!python.exists(), "the Synapse venv (scripts/setup.sh)")]
-        .into_iter()
-        .filter_map(|(missing, what)| missing.then_some(what))
-        .collect::<Vec<_>>();
+    let bwrap = Path::new("/usr/bin/bwrap").exists();
+    let user = std::fs::read_to_string("/etc/passwd").unwrap_or_default().lines().any(|l| l.starts_with(&format!("{}:", crate::SERVICE_USER)));
+    let missing = [
+        (!root, "root"),
+        (!loops, "/dev/loop-control"),
+        (!bwrap, "bubblewrap (scripts/setup.sh)"),
+        (!user, "the matrixhost user (scripts/setup.sh)"),
+        (!python.exists(), "the Synapse venv (scripts/setup.sh)"),
+    ]
+    .into_iter()
+    .filter_map(|(missing, what)| missing.then_some(what))
+    .collect::<Vec<_>>();
     if missing.is_empty() {
         return true;
     }
@@ -55,15 +63,28 @@ impl std::ops::DerefMut for RuntimeServer {
 }
 
 impl RuntimeServer {
-    /// Starts with the runtime on, a test clock, a fast reconcile interval and `extra` args.
+    /// Starts the agent and `matrixhostd` with the runtime on, a test clock and `extra` args for
+    /// `matrixhostd`.
     pub async fn start(extra: &[&str]) -> RuntimeServer {
+        Self::start_with(extra, &[]).await
+    }
+
+    /// Like [`RuntimeServer::start`], with extra arguments for the agent too.
+    pub async fn start_with(extra: &[&str], agent_extra: &[&str]) -> RuntimeServer {
+        Self::start_in(None, extra, agent_extra).await
+    }
+
+    /// Like [`RuntimeServer::start_with`], on the given state directory.
+    pub async fn start_in(state_dir: Option<tempfile::TempDir>, extra: &[&str], agent_extra: &[&str]) -> RuntimeServer {
         let bin = crate::workspace_bin("matrixhostd");
-        let server = TestServer::builder(&bin, Backend::Sqlite)
-            .with_runtime()
-            .args(["--test-clock", "--homeserver-ports", &port_range()])
-            .args(extra.iter().copied())
-            .start()
-            .await;
+        let mut builder = TestServer::builder(&bin, Backend::Sqlite).with_runtime().args(["--test-clock", "--homeserver-ports", &port_range()]).args(extra.iter().copied());
+        for a in agent_extra {
+            builder = builder.agent_arg(*a);
+        }
+        if let Some(dir) = state_dir {
+            builder = builder.state_dir(dir);
+        }
+        let server = builder.start().await;
         let state_dir = server.state_dir().to_owned();
         RuntimeServer { server: Some(server), state_dir }
     }
@@ -76,11 +97,22 @@ impl RuntimeServer {
     }
 
     pub fn image_path(&self, id: &str) -> PathBuf {
-        self.state_dir.join("volumes/images").join(format!("{id}.img"))
+        self.state_dir.join("agent/volumes/images").join(format!("{id}.img"))
     }
 
+    /// The homeserver's data directory on the host (root's view; the tenant sees `/data`).
     pub fn data_dir(&self, id: &str) -> PathBuf {
-        self.state_dir.join("volumes/mnt").join(id).join("data")
+        self.state_dir.join("agent/volumes/mnt").join(id).join("data")
+    }
+
+    /// The agent's master key file.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.state_dir.join("agent/master.key")
+    }
+
+    /// Where the agent keeps backup archives.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.state_dir.join("agent/backups")
     }
 }
 
@@ -88,9 +120,24 @@ impl Drop for RuntimeServer {
     fn drop(&mut self) {
         if let Some(server) = self.server.as_mut() {
             server.kill();
+            server.kill_agent();
+            if std::thread::panicking() {
+                let tail = |text: String| text.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                eprintln!("--- matrixhost-agent log (tail) ---\n{}", tail(server.agent_log()));
+                eprintln!("--- matrixhostd log (tail) ---\n{}", tail(server.log()));
+            }
         }
         cleanup_tenants(&self.state_dir);
     }
+}
+
+/// Writes a config file into `dir` whose catalog has one available US region and `plans`
+/// (`[[catalog.plans]]` tables); returns its path, for `--config`.
+pub fn catalog_config(dir: &Path, plans: &str) -> String {
+    let path = dir.join("catalog.toml");
+    let header = "[catalog]\nterms_version = \"test-1\"\nregions = [{ code = \"us-east-1\", name = \"US East\", country = \"US\", available = true }]\n";
+    std::fs::write(&path, format!("{header}{plans}")).unwrap();
+    path.to_string_lossy().into_owned()
 }
 
 /// Tests run several `matrixhostd` at once: each gets its own block of homeserver ports.
@@ -102,18 +149,34 @@ fn port_range() -> String {
     format!("{start}-{}", start + 49)
 }
 
-/// Kills every process started from `state_dir`, unmounts its volumes, detaches their loop
-/// devices and deletes their users, so a failed test leaves nothing behind.
+/// Kills every process started from `state_dir` (and everything in its homeservers' cgroups),
+/// unmounts its volumes, detaches their loop devices, removes the cgroups and deletes the
+/// users, so a failed test leaves nothing behind.
 pub fn cleanup_tenants(state_dir: &Path) {
     let needle = state_dir.to_string_lossy().into_owned();
     for pid in pids_matching(&needle) {
         let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     }
+    let images = state_dir.join("agent/volumes/images");
+    let ids: Vec<String> = std::fs::read_dir(&images).into_iter().flatten().flatten().filter_map(|e| e.path().file_stem().and_then(|s| s.to_str()).map(str::to_owned)).collect();
+    for id in &ids {
+        for pid in cgroup_pids(id) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
     std::thread::sleep(Duration::from_millis(200));
-    for mount in mounts_under(state_dir) {
+    let mut mounts = mounts_under(state_dir);
+    // Where matrixhostd binds its directory for SQLite when its parents are private.
+    if let Ok(api) = std::fs::metadata(state_dir.join("api")) {
+        use std::os::unix::fs::MetadataExt;
+        mounts.extend(mounts_under(&Path::new("/run/matrixhostd").join(format!("{:x}-{:x}", api.dev(), api.ino()))));
+    }
+    for mount in mounts {
         let _ = std::process::Command::new("umount").args(["-l", &mount]).status();
     }
-    let images = state_dir.join("volumes/images");
+    for id in &ids {
+        remove_cgroups(id);
+    }
     for entry in std::fs::read_dir(&images).into_iter().flatten().flatten() {
         let image = entry.path();
         let out = std::process::Command::new("losetup").args(["-j"]).arg(&image).output();
@@ -133,7 +196,7 @@ pub fn cleanup_tenants(state_dir: &Path) {
     }
 }
 
-/// Must match the runtime's naming (`server/src/runtime/tenant_user.rs`).
+/// Must match the agent's naming (`agent/src/tenant.rs`).
 pub fn tenant_user_name(homeserver_id: &str) -> String {
     let tail: String = homeserver_id.chars().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
     format!("mh-{tail}")
@@ -143,7 +206,9 @@ pub fn tenant_user_name(homeserver_id: &str) -> String {
 pub fn pids_matching(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == std::process::id() as i32 {
             continue;
         }
@@ -156,11 +221,88 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
     pids
 }
 
-/// Synapse processes serving `data_dir`.
-pub fn synapse_pids(data_dir: &Path) -> Vec<i32> {
-    pids_matching(&data_dir.to_string_lossy()).into_iter().filter(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains("synapse.app.homeserver")).unwrap_or(false)
-    }).collect()
+/// The homeserver's cgroup leaf holding its sandbox (cgroup v1 or v2), as the agent lays it out
+/// (`agent/src/cgroup.rs`, parent `matrixhost`).
+pub fn cgroup_dir(homeserver_id: &str, controller: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        root.join("matrixhost").join(homeserver_id)
+    } else {
+        root.join(controller).join("matrixhost").join(homeserver_id)
+    }
+}
+
+/// Every process in the homeserver's cgroup (its sandbox and helpers).
+pub fn cgroup_pids(homeserver_id: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for leaf in ["synapse", "helpers"] {
+        let file = cgroup_dir(homeserver_id, "pids").join(leaf).join("cgroup.procs");
+        pids.extend(std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    pids
+}
+
+fn remove_cgroups(homeserver_id: &str) {
+    for controller in ["memory", "cpu", "pids", "freezer", ""] {
+        let dir = if controller.is_empty() { PathBuf::from("/sys/fs/cgroup/matrixhost").join(homeserver_id) } else { cgroup_dir(homeserver_id, controller) };
+        for leaf in ["synapse", "helpers"] {
+            let _ = std::fs::remove_dir(dir.join(leaf));
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// The homeserver's Synapse: the Python process in its cgroup (its pid on the host). The
+/// sandbox's own processes (bubblewrap, root's) carry the same command line and are left out.
+pub fn synapse_pids(homeserver_id: &str) -> Vec<i32> {
+    cgroup_pids(homeserver_id)
+        .into_iter()
+        .filter(|pid| process_uid(*pid).is_some_and(|uid| uid != 0))
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains("synapse.app.homeserver")).unwrap_or(false))
+        .collect()
+}
+
+/// The uid a process runs as.
+pub fn process_uid(pid: i32) -> Option<u32> {
+    status_field(pid, "Uid:")
+}
+
+/// The gid a process runs as.
+pub fn process_gid(pid: i32) -> Option<u32> {
+    status_field(pid, "Gid:")
+}
+
+fn status_field(pid: i32, key: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `cgroup.procs` of the homeserver's `synapse` leaf, in every hierarchy it has: where a
+/// process its Synapse started would be.
+fn synapse_procs_files(homeserver_id: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.join("matrixhost").join(homeserver_id).join("synapse/cgroup.procs")];
+    }
+    ["memory", "cpu", "pids", "freezer"].iter().map(|c| cgroup_dir(homeserver_id, c).join("synapse/cgroup.procs")).filter(|f| f.exists()).collect()
+}
+
+/// Runs `script` (with `sh -c`) as a compromised homeserver would: inside its sandbox (the
+/// mount, PID, IPC, UTS and network namespaces of its running Synapse), in its cgroup, as its
+/// uid and gid with no supplementary groups and no capabilities. What a tenant who took over
+/// its Synapse could do, this can; nothing more. Paths are the sandbox's (`/data`, ...).
+pub fn as_tenant(homeserver_id: &str, script: &str) -> std::process::Output {
+    let pid = *synapse_pids(homeserver_id).first().unwrap_or_else(|| panic!("homeserver {homeserver_id} has no running Synapse"));
+    let (uid, gid) = (process_uid(pid).expect("uid"), process_gid(pid).expect("gid"));
+    let files = synapse_procs_files(homeserver_id);
+    // The outer shell (root, on the host) joins the cgroup, then becomes the tenant inside the
+    // sandbox; nsenter forks into the PID namespace.
+    let join = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 97; shift; n=$((n-1)); done; exec "$@""#;
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", join, "sh", &files.len().to_string()]).args(&files);
+    cmd.args(["nsenter", "--target", &pid.to_string(), "--mount", "--pid", "--ipc", "--uts", "--net", "--root", "--wd"]);
+    cmd.args(["--setuid", &uid.to_string(), "--setgid", &gid.to_string(), "--", "/bin/sh", "-c", script]);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", "/data").stdin(std::process::Stdio::null());
+    cmd.output().expect("running nsenter")
 }
 
 pub fn mounts_under(dir: &Path) -> Vec<String> {
@@ -235,7 +377,9 @@ impl Matrix {
             req = req.json(&b);
         }
         // While Synapse restarts (a config change) the port refuses; callers retry on 0.
-        let Ok(resp) = req.send().await else { return (0, Value::Null) };
+        let Ok(resp) = req.send().await else {
+            return (0, Value::Null);
+        };
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }

@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{AppError, AppResult};
-use crate::App;
+use super::error::{AppError, AppResult};
+use super::App;
+use crate::domain::PageRequest;
 
 /// The organization behind the request's bearer token.
 #[derive(Debug, Clone)]
@@ -38,14 +39,15 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| AppError::unauthorized("missing bearer token; send `Authorization: Bearer <token>`"))?;
-        let found = crate::auth::authenticate(&app, token).await?;
-        let (token_id, caller) = found.ok_or_else(|| AppError::unauthorized("unknown or revoked token"))?;
-        if let Err(retry_after) = app.rate_limiter.check(&token_id) {
+        let now = app.platform.clock.now();
+        let found = crate::domain::orgs::authenticate(&app.platform.db, &app.last_used, token, now).await?;
+        let principal = found.ok_or_else(|| AppError::unauthorized("unknown or revoked token"))?;
+        if let Err(retry_after) = app.rate_limiter.check(&principal.token_id) {
             let mut err = AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry after {retry_after} s"));
             err.retry_after = Some(retry_after);
             return Err(err);
         }
-        Ok(caller)
+        Ok(Caller { org_id: principal.org_id, org_name: principal.org_name, email_verified: principal.email_verified })
     }
 }
 
@@ -62,9 +64,7 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> AppResult<Self> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -84,7 +84,13 @@ fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> AppError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     let message = strip_position(&inner.to_string());
-    let join = |name: &str| if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+    let join = |name: &str| {
+        if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
     if let Some(name) = backticked_after(&message, "unknown field `") {
         // The path already ends at the unknown field.
         let field = if path.is_empty() { name } else { path.clone() };
@@ -125,9 +131,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> AppResult<Self> {
-        let Query(mut q) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+        let Query(mut q) =
+            Query::<HashMap<String, String>>::from_request_parts(parts, state).await.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
         let limit = match q.remove("limit") {
             None => 50,
             Some(raw) => raw
@@ -169,12 +174,7 @@ impl ListParams {
 
     /// Pages an in-memory list already sorted by id (the catalogs).
     pub fn page_of<T: Clone>(&self, all: &[T], id_of: impl Fn(&T) -> &str) -> matrixhost_api::Page<T> {
-        let rest: Vec<T> = all
-            .iter()
-            .filter(|t| self.after.as_deref().is_none_or(|after| id_of(t) > after))
-            .take(self.limit as usize + 1)
-            .cloned()
-            .collect();
+        let rest: Vec<T> = all.iter().filter(|t| self.after.as_deref().is_none_or(|after| id_of(t) > after)).take(self.limit as usize + 1).cloned().collect();
         self.page(rest, id_of)
     }
 
@@ -187,6 +187,11 @@ impl ListParams {
     pub fn after_id(&self) -> &str {
         self.after.as_deref().unwrap_or("")
     }
+
+    /// What the domain's list functions take.
+    pub fn request(&self) -> PageRequest<'_> {
+        PageRequest { after: self.after_id(), fetch: self.fetch() }
+    }
 }
 
 /// `If-Match: "<version>"`: the write applies only to that version.
@@ -197,7 +202,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> AppResult<Self> {
-        let Some(raw) = parts.headers.get(header::IF_MATCH) else { return Ok(IfMatch(None)) };
+        let Some(raw) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfMatch(None));
+        };
         let text = raw.to_str().unwrap_or("").trim();
         if text == "*" {
             return Ok(IfMatch(None));
@@ -209,19 +216,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-impl IfMatch {
-    /// 409 when the caller's version is not the stored one; nothing is written.
-    pub fn check(self, current: i64, what: &str) -> AppResult<()> {
-        match self.0 {
-            Some(expected) if expected != current => Err(AppError::conflict(
-                "version_conflict",
-                format!("{what} is at version {current}, not {expected}; read it again and retry"),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// `Idempotency-Key`: a retried create returns the first result.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub Option<String>);
@@ -230,7 +224,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> AppResult<Self> {
-        let Some(raw) = parts.headers.get(matrixhost_api::IDEMPOTENCY_KEY) else { return Ok(IdempotencyKey(None)) };
+        let Some(raw) = parts.headers.get(matrixhost_api::IDEMPOTENCY_KEY) else {
+            return Ok(IdempotencyKey(None));
+        };
         match raw.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(IdempotencyKey(Some(k.to_owned()))),
             _ => Err(AppError::new(StatusCode::BAD_REQUEST, "invalid_header", "Idempotency-Key must be 1-200 visible ASCII characters").with_field("Idempotency-Key")),

@@ -1,8 +1,19 @@
-//! HTTP plumbing: the router, the request context (request id, span, access log), and the
-//! extractors every handler shares (caller, JSON body, pagination, If-Match, Idempotency-Key).
+//! The HTTP edge: the router, the request context (request id, span, access log), the extractors
+//! every handler shares (caller, JSON body, pagination, If-Match, Idempotency-Key), the one
+//! error shape, and one handler module per resource. Status codes exist here only.
 
+mod backup_policies;
+mod backups;
+mod billing_plans;
+mod error;
 mod extract;
+mod homeservers;
+mod idempotency;
+mod platform;
 mod ratelimit;
+mod reserved_users;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,11 +25,43 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tracing::Instrument;
 
+pub use error::{AppError, AppResult};
 pub use extract::{ApiJson, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
 pub use ratelimit::RateLimiter;
 
-use crate::error::AppError;
-use crate::App;
+use crate::backup::Backups;
+use crate::domain::orgs::LastUsed;
+use crate::platform::Platform;
+use crate::runtime::Runtime;
+
+/// What a request handler can reach.
+#[derive(Debug)]
+pub struct App {
+    pub platform: Arc<Platform>,
+    pub rate_limiter: RateLimiter,
+    pub last_used: LastUsed,
+    /// The homeserver runtime, unless started with `--no-runtime`.
+    pub runtime: Option<Arc<Runtime>>,
+    pub backups: Arc<Backups>,
+    /// Test hook: injected responses (`POST /v1/_test/faults`).
+    #[cfg(feature = "test-hooks")]
+    pub faults: test_hooks::Faults,
+}
+
+impl App {
+    pub fn new(platform: Arc<Platform>, runtime: Option<Arc<Runtime>>, backups: Arc<Backups>) -> App {
+        let s = &platform.settings;
+        App {
+            rate_limiter: RateLimiter::new(s.rate_limit_per_second, s.rate_limit_burst),
+            last_used: LastUsed::default(),
+            runtime,
+            backups,
+            #[cfg(feature = "test-hooks")]
+            faults: test_hooks::Faults::default(),
+            platform,
+        }
+    }
+}
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -54,21 +97,6 @@ async fn request_context(req: Request, next: Next) -> Response {
     response
 }
 
-/// Test hook: answers the next matching requests with an injected status, before anything else
-/// runs, so clients' retries can be tested against the real server.
-async fn injected_faults(axum::extract::State(app): axum::extract::State<Arc<App>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    if !path.starts_with("/v1/_test/") {
-        if let Some(status) = app.faults.take(&path) {
-            tracing::warn!(status = status.as_u16(), "injected fault");
-            let mut err = AppError::new(status, "injected_fault", "injected fault (test hook)");
-            err.retry_after = Some(1);
-            return err.into_response();
-        }
-    }
-    next.run(req).await
-}
-
 async fn not_found() -> AppError {
     AppError::not_found("route")
 }
@@ -83,13 +111,20 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .merge(crate::resources::routes())
+    let routes = Router::new()
+        .merge(platform::routes())
+        .merge(billing_plans::routes())
+        .merge(homeservers::routes())
+        .merge(reserved_users::routes())
+        .merge(backup_policies::routes())
+        .merge(backups::routes());
+    #[cfg(feature = "test-hooks")]
+    let routes = test_hooks::install(routes, app.clone());
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(1 << 20))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), injected_faults))
         .layer(axum::middleware::from_fn(request_context))
         .with_state(app)
 }

@@ -4,6 +4,11 @@
 //! so callers can `downcast_ref::<MatrixError>()`), but never a password, the shared secret or an
 //! access token: none of them is ever formatted into a message here, and request bodies are never
 //! echoed.
+//!
+//! What Synapse answers is written by the tenant, so it is handled as untrusted: bodies are read
+//! up to a bound, only error codes from the Matrix specification are kept (others become
+//! `M_UNKNOWN`), and error text is escaped and cut short. It may reach the operator's log, never
+//! an API field.
 
 use std::fmt;
 use std::time::Duration;
@@ -64,18 +69,76 @@ fn path_segment(s: &str) -> String {
     out
 }
 
+/// The most of a response body the control plane reads from a homeserver.
+const MAX_BODY: usize = 1 << 20;
+
+/// Matrix error codes the platform knows; anything else reads as `M_UNKNOWN`.
+const KNOWN_ERRCODES: &[&str] = &[
+    "M_FORBIDDEN",
+    "M_UNKNOWN_TOKEN",
+    "M_MISSING_TOKEN",
+    "M_BAD_JSON",
+    "M_NOT_JSON",
+    "M_NOT_FOUND",
+    "M_LIMIT_EXCEEDED",
+    "M_UNRECOGNIZED",
+    "M_UNKNOWN",
+    "M_UNAUTHORIZED",
+    "M_USER_DEACTIVATED",
+    "M_USER_IN_USE",
+    "M_INVALID_USERNAME",
+    "M_ROOM_IN_USE",
+    "M_THREEPID_IN_USE",
+    "M_THREEPID_NOT_FOUND",
+    "M_THREEPID_DENIED",
+    "M_SERVER_NOT_TRUSTED",
+    "M_UNSUPPORTED_ROOM_VERSION",
+    "M_BAD_STATE",
+    "M_GUEST_ACCESS_FORBIDDEN",
+    "M_MISSING_PARAM",
+    "M_INVALID_PARAM",
+    "M_TOO_LARGE",
+    "M_EXCLUSIVE",
+    "M_RESOURCE_LIMIT_EXCEEDED",
+    "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+    "M_CONSENT_NOT_GIVEN",
+    "M_WEAK_PASSWORD",
+    "M_USER_LOCKED",
+    "M_USER_SUSPENDED",
+];
+
+/// Error text fit for a log line: printable, escaped, short.
+fn clean(text: &str) -> String {
+    let mut out: String = text.chars().take(300).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
+    if text.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, MatrixError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(MatrixError::transport)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(MatrixError { status: 0, errcode: "MH_TOO_LARGE".into(), error: "the homeserver's answer is too large".into() });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Reads a response: the JSON body on success, a [`MatrixError`] otherwise.
 async fn read(resp: Result<reqwest::Response, reqwest::Error>) -> Result<Value, MatrixError> {
     let resp = resp.map_err(MatrixError::transport)?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(MatrixError::transport)?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let bytes = bounded_body(resp).await?;
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
         return Ok(body);
     }
-    let errcode = body["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
+    let errcode = body["errcode"].as_str().filter(|c| KNOWN_ERRCODES.contains(c)).unwrap_or("M_UNKNOWN").to_owned();
     let error = match body["error"].as_str() {
-        Some(e) => e.to_owned(),
+        Some(e) => clean(e),
         None => format!("HTTP {status} without a Matrix error body"),
     };
     Err(MatrixError { status, errcode, error })
@@ -85,10 +148,7 @@ impl MatrixAdmin {
     /// `base` is `http://127.0.0.1:PORT` (a trailing `/` is ignored).
     pub fn new(base: impl Into<String>, shared_secret: impl Into<String>) -> Self {
         let base = base.into().trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("a plain reqwest client always builds");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain reqwest client always builds");
         MatrixAdmin { base, shared_secret: shared_secret.into(), http }
     }
 
@@ -218,6 +278,13 @@ mod tests {
     fn debug_hides_the_shared_secret() {
         let a = MatrixAdmin::new("http://127.0.0.1:1", "topsecret");
         assert!(!format!("{a:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn tenant_text_is_escaped_and_cut() {
+        let c = clean(&format!("line\nforged {}", "x".repeat(400)));
+        assert!(!c.contains('\n') && c.chars().count() <= 301 + 2, "{c}");
+        assert!(KNOWN_ERRCODES.contains(&"M_RESOURCE_LIMIT_EXCEEDED"));
     }
 
     #[test]

@@ -1,69 +1,95 @@
-//! The homeserver runtime. A reconciler brings each homeserver's actual state (tenant user,
-//! encrypted volume, Synapse process, accounts) to the desired state in the database, and
-//! re-adopts running homeservers after a restart of `matrixhostd`.
+//! The homeserver runtime: the control plane's decisions about each hosted homeserver. A
+//! reconciler brings each homeserver's actual state to the desired state in the database. It
+//! decides; the node agent (root) does: every volume, user, sandbox and process operation is a
+//! typed request to `matrixhost-agent`. The runtime talks HTTP to the homeservers themselves
+//! (their admin API, through the ingress) and treats what they answer as untrusted.
 
+mod backoff;
 pub mod matrix_admin;
 pub mod privacy_notice;
-mod process;
+mod probe;
 mod reconcile;
-mod store;
-pub mod synapse_db;
-pub mod synapse;
-pub mod tenant_user;
-pub mod volume;
+mod spec;
+#[cfg(test)]
+mod synapse_rules;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify};
+use matrixhost_agent_api::{correlation_id, AgentClient, AgentError, HomeserverId};
+use tokio::sync::Mutex;
 
-use crate::App;
+use crate::config::RuntimeSettings;
+use crate::domain::runtime as store;
+use crate::domain::DomainError;
+use crate::ingress::Ingress;
+use crate::platform::Platform;
 
 pub use reconcile::Usage;
-pub use store::forget_homeserver_in;
 
-/// How the runtime runs homeservers.
-#[derive(Debug, Clone)]
-pub struct RuntimeSettings {
-    /// The Synapse venv's python.
-    pub synapse_python: PathBuf,
-    /// Ports handed to homeservers, inclusive.
-    pub port_range: (u16, u16),
-    /// R6: users count toward the MAU cap once their account is this many days old.
-    pub mau_trial_days: u32,
-    /// How long a homeserver may take to answer `/_matrix/client/versions`.
-    pub start_timeout: Duration,
-    /// How often the reconciler looks even when nothing wakes it.
-    pub interval: Duration,
+/// Why the runtime could not bring a homeserver where it should be. Every message is the
+/// platform's own words and a reference into a log; none holds text a tenant wrote, so it can
+/// be shown as the homeserver's `status_reason`.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("the homeserver did not answer within {seconds} s of being started (ref {reference})")]
+    NotReady { seconds: u64, reference: String },
+    #[error("the homeserver stopped while it was starting (ref {reference})")]
+    ExitedAtStart { reference: String },
+    #[error("the homeserver's service account could not be set up (ref {reference})")]
+    ServiceAccount { reference: String },
+    #[error("the platform's ingress could not take the homeserver's port (ref {reference})")]
+    Ingress { reference: String },
+    #[error("internal error (ref {reference})")]
+    Internal { reference: String },
 }
 
-/// The processes the runtime knows, by homeserver id.
-#[derive(Debug, Default)]
-struct Processes(HashMap<String, process::Running>);
+impl RuntimeError {
+    /// The reference that leads the operator to the details.
+    pub fn reference(&self) -> &str {
+        match self {
+            RuntimeError::Agent(e) => &e.correlation_id,
+            RuntimeError::NotReady { reference, .. }
+            | RuntimeError::ExitedAtStart { reference }
+            | RuntimeError::ServiceAccount { reference }
+            | RuntimeError::Ingress { reference }
+            | RuntimeError::Internal { reference } => reference,
+        }
+    }
+
+    /// Logs `detail` (which may hold anything) under a fresh reference, for the operator.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let reference = correlation_id();
+        tracing::error!(correlation_id = %reference, detail = %detail, "runtime error");
+        RuntimeError::Internal { reference }
+    }
+}
+
+impl From<DomainError> for RuntimeError {
+    fn from(e: DomainError) -> Self {
+        RuntimeError::internal(e)
+    }
+}
 
 #[derive(Debug)]
 pub struct Runtime {
-    app: Arc<App>,
+    platform: Arc<Platform>,
     settings: RuntimeSettings,
-    volumes: Arc<volume::VolumeManager>,
-    processes: Mutex<Processes>,
-    wake: Arc<Notify>,
+    ingress: Arc<Ingress>,
     /// One actor per homeserver at a time: a reconcile, a backup or a restore (R4).
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    start_backoff: backoff::StartBackoff,
 }
 
 impl Runtime {
-    pub fn new(app: Arc<App>, settings: RuntimeSettings) -> anyhow::Result<Arc<Runtime>> {
-        let volumes = Arc::new(volume::VolumeManager::new(app.settings.state_dir.join("volumes")));
-        anyhow::ensure!(
-            settings.synapse_python.exists(),
-            "the Synapse python {} does not exist; run scripts/setup.sh or set synapse_python",
-            settings.synapse_python.display()
-        );
-        volumes.check_support()?;
-        Ok(Arc::new(Runtime { wake: app.wake.clone(), app, settings, volumes, processes: Mutex::default(), locks: Default::default() }))
+    pub fn new(platform: Arc<Platform>, settings: RuntimeSettings, ingress: Arc<Ingress>) -> Arc<Runtime> {
+        Arc::new(Runtime { platform, settings, ingress, locks: Default::default(), start_backoff: Default::default() })
+    }
+
+    fn agent(&self) -> &AgentClient {
+        self.platform.agent.as_ref().expect("the runtime exists only with a node agent")
     }
 
     /// The homeserver's lock. Whoever holds it is the only one acting on the homeserver's
@@ -75,34 +101,45 @@ impl Runtime {
         locks.entry(id.to_owned()).or_default().clone()
     }
 
-    pub fn volumes(&self) -> &Arc<volume::VolumeManager> {
-        &self.volumes
-    }
-
-    pub fn synapse_python(&self) -> &Path {
-        &self.settings.synapse_python
-    }
-
     /// Stops the homeserver's Synapse (for a restore). The caller holds its lock; the
-    /// reconciler starts it again once the lock is released and [`Runtime::wake`] is called.
-    pub async fn stop_homeserver(&self, id: &str) {
-        self.stop_process(id).await;
+    /// reconciler starts it again once the lock is released and [`Platform::changed`] is called.
+    pub async fn stop_homeserver(&self, id: &HomeserverId) -> Result<(), AgentError> {
+        self.agent().stop(id, None).await
     }
 
-    /// Asks the reconciler for a pass now.
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    /// Listens again on the port of every homeserver that has one and a known tenant (after a
+    /// restart of `matrixhostd`). A failure is left to the reconciler, which tries again.
+    pub async fn reopen_ingress(&self) {
+        let ids = match store::homeserver_ids(&self.platform.db).await {
+            Ok(ids) => ids,
+            Err(e) => return tracing::warn!(error = %e, "cannot list homeservers to reopen their ports"),
+        };
+        for (id, _) in ids {
+            let (Ok(Some(row)), Ok(hs)) = (store::runtime_row(&self.platform.db, &id).await, HomeserverId::parse(&id)) else { continue };
+            let Some(uid) = row.tenant_uid else { continue };
+            if let Err(e) = self.ingress.ensure(&hs, row.port, uid).await {
+                tracing::warn!(homeserver_id = %id, port = row.port, error = %e, "cannot reopen the homeserver's port yet");
+            }
+        }
     }
 
     /// Reconciles until the process ends: at once, whenever the API changes something, and at
-    /// every interval (to notice dead processes and billing anniversaries).
+    /// every interval (to notice dead processes, full volumes and billing anniversaries).
     pub async fn run(self: Arc<Self>) {
+        match self.agent().hello().await {
+            Ok(info) => {
+                tracing::info!(agent = %info.version, sandbox = %info.sandbox, cgroups = %info.cgroups, pids_max = info.pids_max, "node agent answers")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the node agent does not answer; homeservers wait for it")
+            }
+        }
         loop {
             if let Err(err) = self.pass().await {
-                tracing::error!(error = %format!("{err:#}"), "reconcile pass failed");
+                tracing::error!(error = %err, "reconcile pass failed");
             }
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.platform.runtime_woken() => {}
                 _ = tokio::time::sleep(self.settings.interval) => {}
             }
         }

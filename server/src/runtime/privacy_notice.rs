@@ -6,11 +6,9 @@
 //! variables Synapse's consent resource passes to its templates (`user`, `userhmac`, `version`,
 //! `has_consented`, `public_version`). The version is derived from the rendered text
 //! ([`version_of`]), so any change to the notice is a new version that every user must accept
-//! again (`user_consent.version` in the Synapse config).
+//! again (`user_consent.version` in the Synapse config). The node agent writes it where Synapse
+//! reads its templates.
 
-use std::path::Path;
-
-use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 /// Who the notice names.
@@ -109,77 +107,10 @@ restrict its processing, and complain to a data protection authority.</p>
     )
 }
 
-/// The page Synapse shows once a user has accepted.
-pub fn success_page() -> String {
-    r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="robots" content="noindex">
-<title>Privacy notice accepted</title>
-</head>
-<body>
-<p>Thank you: your acceptance of the privacy notice has been recorded. You can go back to your
-Matrix client.</p>
-</body>
-</html>
-"#
-    .to_owned()
-}
-
 /// `v` + the first 12 hex characters of the SHA-256 of the rendered notice.
 pub fn version_of(html: &str) -> String {
     let digest = Sha256::digest(html.as_bytes());
     format!("v{}", &hex::encode(digest)[..12])
-}
-
-/// Writes `template_dir/en/<version>.html` and `template_dir/en/success.html`.
-pub fn write_templates(template_dir: &Path, version: &str, html: &str) -> anyhow::Result<()> {
-    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_') {
-        anyhow::bail!("`{version}` is not a usable privacy notice version");
-    }
-    ensure_real_dir(template_dir)?;
-    let dir = template_dir.join("en");
-    ensure_real_dir(&dir)?;
-    write_atomic(&dir.join(format!("{version}.html")), html.as_bytes(), 0o644)?;
-    write_atomic(&dir.join("success.html"), success_page().as_bytes(), 0o644)?;
-    Ok(())
-}
-
-/// Creates `dir` if needed and makes sure it is a directory and not a symlink (the data
-/// directory may belong to the tenant, while the files are written by matrixhostd).
-pub(crate) fn ensure_real_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => std::fs::remove_file(dir).with_context(|| format!("cannot replace {}", dir.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    }
-    std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
-
-/// Writes a file through a fresh temporary file (created exclusively, with `mode`) renamed over
-/// the target: readers never see half a file, and a symlink planted at either path is replaced,
-/// never followed.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path.file_name().context("a file path needs a file name")?.to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", tmp.display())),
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(contents).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -240,17 +171,5 @@ mod tests {
         assert_ne!(va, version_of(&b));
         assert_eq!(va.len(), 13);
         assert!(va.starts_with('v') && va[1..].bytes().all(|c| c.is_ascii_hexdigit()));
-    }
-
-    #[test]
-    fn writes_versioned_templates() {
-        let dir = std::env::temp_dir().join(format!("mh-notice-{}", hex::encode(rand::random::<[u8; 8]>())));
-        let html = render(&input("Acme", "it@acme.example"));
-        let v = version_of(&html);
-        write_templates(&dir, &v, &html).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("en").join(format!("{v}.html"))).unwrap(), html);
-        assert!(dir.join("en/success.html").exists());
-        assert!(write_templates(&dir, "../x", &html).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

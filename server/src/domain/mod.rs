@@ -1,0 +1,93 @@
+//! The control plane's domain: each resource's table, queries and rules, one module per
+//! resource. Functions here return [`DomainError`]; what that means in HTTP is decided in
+//! `http/`, and the workers (`runtime/`, `backup/`) use the same functions without any HTTP.
+
+pub mod backup_policies;
+pub mod backup_schedule;
+pub mod backups;
+pub mod billing_plans;
+pub mod events;
+pub mod homeservers;
+pub mod orgs;
+pub mod reserved_users;
+pub mod runtime;
+
+use matrixhost_api::RuleError;
+
+/// Why a domain operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A resource named by a request field does not exist.
+    #[error("{message}")]
+    Missing { field: String, message: String },
+    /// A request field breaks a rule; the message starts with the field's name.
+    #[error("{message}")]
+    Invalid { code: &'static str, field: String, message: String },
+    /// The request is valid but the current state refuses it (a duplicate, in use, busy).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, field: Option<String> },
+    /// The caller may not do this yet (R15: an unverified email).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value does not parse, or another internal inconsistency.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+impl DomainError {
+    /// `field` breaks a rule (the message starts with the field's name).
+    pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
+        DomainError::Invalid { code: "invalid_field", field: field.to_owned(), message: format!("{field}: {message}") }
+    }
+
+    pub fn rule(field: &str, err: RuleError) -> Self {
+        Self::field(field, err.message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        DomainError::Conflict { code, message: message.into(), field: None }
+    }
+
+    pub fn conflict_on(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        DomainError::Conflict { code, message: message.into(), field: Some(field.to_owned()) }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        DomainError::Internal(detail.to_string())
+    }
+
+    /// The stale-write conflict every versioned resource shares.
+    pub fn version_conflict(what: &str) -> Self {
+        Self::conflict("version_conflict", format!("{what} changed concurrently; read it again and retry"))
+    }
+}
+
+impl From<anyhow::Error> for DomainError {
+    fn from(e: anyhow::Error) -> Self {
+        DomainError::Internal(format!("{e:#}"))
+    }
+}
+
+/// `If-Match`: a write applies only to the version the caller read (none given: any version).
+pub fn check_version(expected: Option<i64>, current: i64, what: &str) -> DomainResult<()> {
+    match expected {
+        Some(expected) if expected != current => {
+            Err(DomainError::conflict("version_conflict", format!("{what} is at version {current}, not {expected}; read it again and retry")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A keyset page request: rows after `after` (by id), `fetch` of them (one more than the page,
+/// to learn whether another page exists).
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    pub after: &'a str,
+    pub fetch: i64,
+}

@@ -1,0 +1,208 @@
+//! Reserved users: users holding slots inside the MAU cap (R8). Table `reserved_users`.
+
+use chrono::{DateTime, Utc};
+use matrixhost_api::{check_reserved_within_cap, Catalog, Email, Homeserver, ReservedUser, ReservedUserCreate, ReservedUserUpdate};
+use matrixhost_seal::Sealer;
+use sqlx::any::AnyRow;
+
+use super::{check_version, homeservers, DomainError, DomainResult, PageRequest};
+use crate::db::{is_unique_violation, lock_row, ts, Db, RowExt, Tx};
+
+const COLUMNS: &str = "r.id, r.homeserver_id, r.email, r.localpart, r.display_name, r.admin, r.created_at, r.updated_at, r.version, h.server_name";
+
+fn from_row(r: &AnyRow) -> anyhow::Result<ReservedUser> {
+    let localpart: Option<matrixhost_api::Localpart> = r.opt_parsed("localpart")?;
+    let server_name = r.text("server_name")?;
+    Ok(ReservedUser {
+        id: r.text("id")?,
+        homeserver_id: r.text("homeserver_id")?,
+        email: r.parsed("email")?,
+        user_id: localpart.as_ref().map(|l| matrix_user_id(l.as_str(), &server_name)),
+        localpart,
+        display_name: r.opt_parsed("display_name")?,
+        admin: r.flag("admin")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+        version: r.int("version")?,
+    })
+}
+
+fn matrix_user_id(localpart: &str, server_name: &str) -> String {
+    format!("@{localpart}:{server_name}")
+}
+
+async fn load_or_404(tx: &mut Tx<'_>, org_id: &str, homeserver_id: &str, id: &str) -> DomainResult<ReservedUser> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.id = $1 AND r.homeserver_id = $2 AND r.org_id = $3"
+    ))
+    .bind(id)
+    .bind(homeserver_id)
+    .bind(org_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(from_row).transpose()?.ok_or(DomainError::NotFound("reserved user"))
+}
+
+pub async fn read(db: &Db, org_id: &str, homeserver_id: &str, id: &str) -> DomainResult<ReservedUser> {
+    let mut tx = db.begin().await?;
+    load_or_404(&mut tx, org_id, homeserver_id, id).await
+}
+
+pub async fn list(db: &Db, org_id: &str, homeserver_id: &str, email: Option<&str>, page: PageRequest<'_>) -> DomainResult<Vec<ReservedUser>> {
+    let mut tx = db.begin().await?;
+    homeservers::load_or_404(&mut tx, org_id, homeserver_id).await?;
+    let email = match email {
+        Some(raw) => Email::parse(raw).map_err(|e| DomainError::rule("email", e))?.to_string(),
+        None => String::new(),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.homeserver_id = $1 AND r.org_id = $2 AND r.id > $3 AND ($4 = '' OR r.email = $4) ORDER BY r.id LIMIT $5"
+    ))
+    .bind(homeserver_id)
+    .bind(org_id)
+    .bind(page.after)
+    .bind(&email)
+    .bind(page.fetch)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<anyhow::Result<Vec<_>>>()?)
+}
+
+// R8: reserved users hold slots inside the cap, so one more must still fit under it, for the
+// plan in force and for a downgrade already scheduled.
+async fn check_cap(tx: &mut Tx<'_>, org_id: &str, hs: &Homeserver, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<()> {
+    let sub = homeservers::subscription(tx, org_id, hs, now).await?;
+    let (cap, plan) = sub.binding_cap(catalog)?;
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reserved_users WHERE homeserver_id = $1").bind(&hs.id).fetch_one(&mut **tx).await?;
+    check_reserved_within_cap(existing.max(0) as u64 + 1, cap).map_err(|e| DomainError::Invalid {
+        code: "mau_cap_exceeded",
+        field: String::new(),
+        message: format!(
+            "{} (homeserver `{}` on the {} plan with {} additional users); raise additional_users or upgrade the plan",
+            e.message, hs.name, plan.tier, sub.additional_users
+        ),
+    })
+}
+
+pub async fn create(
+    tx: &mut Tx<'_>,
+    org_id: &str,
+    homeserver_id: &str,
+    body: ReservedUserCreate,
+    sealer: &Sealer,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> DomainResult<ReservedUser> {
+    // Serialises creates on one homeserver (and plan changes) so two cannot both take the last slot.
+    lock_row(tx, "homeservers", homeserver_id).await?;
+    let hs = homeservers::load_or_404(tx, org_id, homeserver_id).await?;
+    homeservers::refuse_if_deleting(&hs)?;
+    lock_row(tx, "billing_plans", &hs.billing_plan_id).await?;
+    check_unique(tx, &hs, &body).await?;
+    check_cap(tx, org_id, &hs, now, catalog).await?;
+    let id = crate::ids::new_id("ru");
+    // Kept only until the runtime creates the account, sealed to this record.
+    let sealed_password = body.initial_password.as_ref().map(|p| sealer.seal(p.expose().as_bytes(), &id)).transpose().map_err(DomainError::internal)?;
+    let inserted = sqlx::query(
+        "INSERT INTO reserved_users (id, org_id, homeserver_id, email, localpart, display_name, admin, initial_password_sealed, created_at, updated_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(&hs.id)
+    .bind(body.email.as_str())
+    .bind(body.localpart.as_ref().map(|l| l.to_string()))
+    .bind(body.display_name.as_ref().map(|d| d.to_string()))
+    .bind(i64::from(body.admin))
+    .bind(sealed_password)
+    .bind(ts(now))
+    .bind(ts(now))
+    .bind(1_i64)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(DomainError::conflict("conflict", format!("`{}` or its localpart is already reserved on this homeserver", body.email)))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let user = ReservedUser {
+        id,
+        homeserver_id: hs.id.clone(),
+        email: body.email,
+        user_id: body.localpart.as_ref().map(|l| matrix_user_id(l.as_str(), hs.server_name.as_str())),
+        localpart: body.localpart,
+        display_name: body.display_name,
+        admin: body.admin,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    tracing::info!(homeserver_id = %hs.id, reserved_user_id = %user.id, "created reserved user");
+    Ok(user)
+}
+
+/// One reservation per email and per localpart on a homeserver.
+async fn check_unique(tx: &mut Tx<'_>, hs: &Homeserver, body: &ReservedUserCreate) -> DomainResult<()> {
+    let by_email: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND email = $2")
+        .bind(&hs.id)
+        .bind(body.email.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(id) = by_email {
+        return Err(DomainError::conflict_on("conflict", "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)));
+    }
+    if let Some(localpart) = &body.localpart {
+        let by_localpart: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND localpart = $2")
+            .bind(&hs.id)
+            .bind(localpart.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(id) = by_localpart {
+            return Err(DomainError::conflict_on("conflict", "localpart", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name)));
+        }
+    }
+    Ok(())
+}
+
+pub async fn update(
+    tx: &mut Tx<'_>,
+    org_id: &str,
+    homeserver_id: &str,
+    id: &str,
+    expected_version: Option<i64>,
+    body: ReservedUserUpdate,
+    now: DateTime<Utc>,
+) -> DomainResult<ReservedUser> {
+    let mut user = load_or_404(tx, org_id, homeserver_id, id).await?;
+    check_version(expected_version, user.version, "reserved user")?;
+    let done = sqlx::query("UPDATE reserved_users SET display_name = $1, admin = $2, updated_at = $3, version = $4 WHERE id = $5 AND version = $6")
+        .bind(body.display_name.as_ref().map(|d| d.to_string()))
+        .bind(i64::from(body.admin))
+        .bind(ts(now))
+        .bind(user.version + 1)
+        .bind(&user.id)
+        .bind(user.version)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(DomainError::version_conflict("reserved user"));
+    }
+    user.display_name = body.display_name;
+    user.admin = body.admin;
+    user.updated_at = now;
+    user.version += 1;
+    Ok(user)
+}
+
+/// Frees the slot; the Matrix account is kept (see `docs/runtime.md`).
+pub async fn delete(tx: &mut Tx<'_>, org_id: &str, homeserver_id: &str, id: &str, expected_version: Option<i64>) -> DomainResult<()> {
+    let user = load_or_404(tx, org_id, homeserver_id, id).await?;
+    check_version(expected_version, user.version, "reserved user")?;
+    sqlx::query("DELETE FROM reserved_users WHERE id = $1").bind(&user.id).execute(&mut **tx).await?;
+    tracing::info!(reserved_user_id = %user.id, "deleted reserved user; its slot is free");
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Health, the OpenAPI document, the caller's organization and the read-only catalogs (R1, R5).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use matrixhost_api::{Health, Organization, Page, Plan, PlanTier, Region};
+
+use super::{App, AppError, AppResult, Caller, ListParams};
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/organization", get(organization))
+        .route("/v1/regions", get(list_regions))
+        .route("/v1/regions/{code}", get(read_region))
+        .route("/v1/plans", get(list_plans))
+        .route("/v1/plans/{tier}", get(read_plan))
+}
+
+async fn health(State(app): State<Arc<App>>) -> AppResult<Json<Health>> {
+    sqlx::query("SELECT 1").execute(&app.platform.db).await?;
+    Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(matrixhost_api::openapi::document())
+}
+
+async fn organization(State(app): State<Arc<App>>, caller: Caller) -> AppResult<Json<Organization>> {
+    let org = crate::domain::orgs::get_org(&app.platform.db, &caller.org_id).await?;
+    Ok(Json(Organization {
+        id: org.id,
+        name: matrixhost_api::OrgName::parse(&org.name).map_err(AppError::internal)?,
+        email: matrixhost_api::Email::parse(&org.email).map_err(AppError::internal)?,
+        email_verified: org.email_verified,
+    }))
+}
+
+fn sorted_regions(app: &App) -> Vec<Region> {
+    let mut regions = app.platform.settings.catalog.regions.clone();
+    regions.sort_by(|a, b| a.code.cmp(&b.code));
+    regions
+}
+
+async fn list_regions(State(app): State<Arc<App>>, _: Caller, params: ListParams) -> Json<Page<Region>> {
+    Json(params.page_of(&sorted_regions(&app), |r| &r.code))
+}
+
+async fn read_region(State(app): State<Arc<App>>, _: Caller, Path(code): Path<String>) -> AppResult<Json<Region>> {
+    app.platform.settings.catalog.regions.iter().find(|r| r.code == code).cloned().map(Json).ok_or_else(|| AppError::not_found("region"))
+}
+
+fn sorted_plans(app: &App) -> Vec<Plan> {
+    let mut plans = app.platform.settings.catalog.plans.clone();
+    plans.sort_by(|a, b| a.tier.cmp(&b.tier));
+    plans
+}
+
+async fn list_plans(State(app): State<Arc<App>>, _: Caller, params: ListParams) -> Json<Page<Plan>> {
+    Json(params.page_of(&sorted_plans(&app), |p| p.tier.as_str()))
+}
+
+async fn read_plan(State(app): State<Arc<App>>, _: Caller, Path(tier): Path<String>) -> AppResult<Json<Plan>> {
+    let tier = PlanTier::parse(&tier).map_err(|_| AppError::not_found("plan"))?;
+    app.platform.settings.catalog.plan(&tier).cloned().map(Json).map_err(|_| AppError::not_found("plan"))
+}
