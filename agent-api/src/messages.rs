@@ -186,19 +186,15 @@ pub struct ExitReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HomeserverState {
-    pub volume_exists: bool,
     pub running: bool,
     /// The fingerprint of the spec it runs (or last ran).
     pub fingerprint: Option<String>,
-    /// Unix seconds.
-    pub started_at: Option<i64>,
     /// R5/R12: processes the kernel killed for the memory limit since the cgroup was made.
     pub oom_kills: u64,
     /// Set once a sandbox started by this agent process has ended.
     pub last_exit: Option<ExitReport>,
     /// Present while the volume is open.
     pub volume: Option<VolumeUsage>,
-    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -233,14 +233,11 @@ impl Agent {
             let p = this.supervisor.state(&id).code(ErrorCode::Internal)?;
             let volume = this.volumes.is_unlocked(&id).then(|| this.volumes.usage(&id).ok()).flatten();
             Ok(HomeserverState {
-                volume_exists: this.volumes.image_path(&id).exists(),
                 running: p.running,
                 fingerprint: p.fingerprint,
-                started_at: p.started_at,
                 oom_kills: p.oom_kills,
                 last_exit: p.last_exit,
                 volume,
-                memory_bytes: p.memory_bytes,
             })
         })
         .await

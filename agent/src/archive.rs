@@ -204,7 +204,9 @@ impl<W: Write> EncryptingWriter<W> {
         if self.position == u32::MAX {
             return Err(io::Error::other("archive too large for the STREAM counter"));
         }
-        self.stream.encrypt_in_place(self.position, last, &self.aad, &mut self.buf).map_err(|_| io::Error::other("encryption failed"))?;
+        self.stream
+            .encrypt_in_place(self.position, last, &self.aad, &mut self.buf)
+            .map_err(|_| io::Error::other("encryption failed"))?;
         self.inner.write_all(&self.buf)?;
         self.buf.clear();
         self.position += 1;
@@ -259,9 +261,12 @@ impl<R: Read> DecryptingReader<R> {
     pub fn open(mut inner: R, sealer: &Sealer, homeserver_id: &str, backup_id: &str) -> io::Result<Self> {
         let (header, aad) = Header::read(&mut inner, backup_id)?;
         if header.backup_id != backup_id || header.homeserver_id != homeserver_id {
-            return Err(
-                ArchiveError::WrongArchive { backup: backup_id.to_owned(), found_backup: header.backup_id, found_homeserver: header.homeserver_id }.into()
-            );
+            return Err(ArchiveError::WrongArchive {
+                backup: backup_id.to_owned(),
+                found_backup: header.backup_id,
+                found_homeserver: header.homeserver_id,
+            }
+            .into());
         }
         // Wiped when dropped.
         let key =
@@ -337,7 +342,8 @@ impl<R: Read> DecryptingReader<R> {
                 // A chunk that authenticates as a middle chunk means the real end was cut off.
                 let whole = copy.len() == full;
                 let mut middle = copy;
-                let truncated = whole && self.stream.decrypt_in_place(self.position, false, &self.aad, &mut middle).is_ok();
+                let truncated = whole
+                    && self.stream.decrypt_in_place(self.position, false, &self.aad, &mut middle).is_ok();
                 middle.fill(0);
                 self.plain.clear();
                 return Err(if truncated {
@@ -398,16 +404,9 @@ const MAX_PATH: usize = 4096;
 /// One entry of an archive's plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Dir {
-        path: String,
-        mode: u32,
-    },
+    Dir { path: String, mode: u32 },
     /// Followed by exactly `size` bytes of content.
-    File {
-        path: String,
-        mode: u32,
-        size: u64,
-    },
+    File { path: String, mode: u32, size: u64 },
     End,
 }
 

@@ -254,14 +254,6 @@ impl TenantCgroup {
         [Leaf::Synapse, Leaf::Helpers].iter().map(|l| self.leaf(*l).oom_kills()).sum()
     }
 
-    pub fn memory_bytes(&self) -> Option<u64> {
-        let file = match self.version {
-            Version::V2 => self.dirs[0].join("memory.current"),
-            Version::V1 => self.dir_of("memory").join("memory.usage_in_bytes"),
-        };
-        read_trimmed(&file).ok()?.parse().ok()
-    }
-
     /// Kills what is left and removes the cgroup's directories.
     pub fn remove(&self) -> Result<()> {
         if !self.dirs.iter().any(|d| d.exists()) {

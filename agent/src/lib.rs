@@ -27,6 +27,7 @@ pub mod supervisor;
 pub mod synapse;
 pub mod tenant;
 pub mod tenant_db;
+pub mod tools;
 pub mod volume;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::cgroup::Cgroups;
-use crate::sandbox::{self, Kind};
+use crate::sandbox::Kind;
 use crate::volume::VolumeManager;
 use crate::AgentSettings;
 
@@ -106,13 +106,13 @@ fn check_private_root(path: &Path, what: &str, fix: &str) -> Vec<Problem> {
 
 fn check_sandbox(settings: &AgentSettings) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if sandbox::find_tool("setpriv").is_none() {
+    if crate::tools::find("setpriv").is_none() {
         problems.push(problem("`setpriv` is not installed", None, "apt-get install util-linux"));
     }
     if settings.sandbox != Kind::Bubblewrap {
         return problems;
     }
-    let Some(bwrap) = sandbox::find_tool("bwrap") else {
+    let Some(bwrap) = crate::tools::find("bwrap") else {
         problems.push(problem("`bwrap` (bubblewrap) is not installed; homeservers cannot be sandboxed", None, "apt-get install bubblewrap"));
         return problems;
     };

@@ -83,19 +83,11 @@ pub struct Sandbox {
     pub venv: PathBuf,
 }
 
-/// The first executable called `name` in the system directories.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
-
 impl Sandbox {
     pub fn new(kind: Kind, venv: PathBuf) -> Result<Sandbox> {
-        let Some(setpriv) = find_tool("setpriv") else { bail!("`setpriv` (util-linux) is not installed") };
+        let Some(setpriv) = crate::tools::find("setpriv") else { bail!("`setpriv` (util-linux) is not installed") };
         let bwrap = match kind {
-            Kind::Bubblewrap => find_tool("bwrap").ok_or_else(|| anyhow::anyhow!("`bwrap` (bubblewrap) is not installed"))?,
+            Kind::Bubblewrap => crate::tools::find("bwrap").ok_or_else(|| anyhow::anyhow!("`bwrap` (bubblewrap) is not installed"))?,
             #[cfg(feature = "test-hooks")]
             Kind::Unsandboxed => PathBuf::new(),
         };

@@ -228,9 +228,7 @@ fn add_tree<W: Write>(w: &mut EntryWriter<W>, dir: &Dir, path: &str, stats: &mut
                 Err(_) => tracing::warn!(path = %child, "skipping: no longer a directory"),
             },
             // A symlink could point anywhere: never followed, never archived.
-            Kind::Other => {
-                tracing::warn!(path = %child, "skipping: not a regular file or directory")
-            }
+            Kind::Other => tracing::warn!(path = %child, "skipping: not a regular file or directory"),
         }
     }
     Ok(())

@@ -58,10 +58,8 @@ pub struct Tenant {
 pub struct ProcessState {
     pub running: bool,
     pub fingerprint: Option<String>,
-    pub started_at: Option<i64>,
     pub oom_kills: u64,
     pub last_exit: Option<ExitReport>,
-    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -171,16 +169,12 @@ impl Supervisor {
 
     pub fn state(&self, id: &HomeserverId) -> Result<ProcessState> {
         self.trim_output(id);
-        let record = self.record(id);
         let cg = self.cgroups.of(id);
-        let exists = cg.exists();
         Ok(ProcessState {
             running: self.running(id)?,
-            fingerprint: record.as_ref().map(|r| r.fingerprint.clone()),
-            started_at: record.as_ref().map(|r| r.started_at),
-            oom_kills: if exists { cg.oom_kills() } else { 0 },
+            fingerprint: self.record(id).map(|r| r.fingerprint),
+            oom_kills: if cg.exists() { cg.oom_kills() } else { 0 },
             last_exit: self.exits.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned(),
-            memory_bytes: if exists { cg.memory_bytes() } else { None },
         })
     }
 

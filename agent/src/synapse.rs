@@ -170,7 +170,10 @@ pub fn render_config(spec: &SynapseSpec, at: &Placement) -> String {
         RegistrationMode::EmailDomains => {
             o.insert("enable_registration".into(), json!(true));
             o.insert("registrations_require_3pid".into(), json!(["email"]));
-            o.insert("allowed_local_3pids".into(), json!([{ "medium": "email", "pattern": email_domain_pattern(&spec.allowed_email_domains) }]));
+            o.insert(
+                "allowed_local_3pids".into(),
+                json!([{ "medium": "email", "pattern": email_domain_pattern(&spec.allowed_email_domains) }]),
+            );
             o.insert(
                 "email".into(),
                 json!({
@@ -391,7 +394,10 @@ mod tests {
         s.guest_access = true;
         let c = parse(&s);
         assert_eq!(c["registrations_require_3pid"], json!(["email"]));
-        assert_eq!(c["allowed_local_3pids"], json!([{ "medium": "email", "pattern": r"^[^@]+@(acme\.example|acme\-labs\.co\.uk)$" }]));
+        assert_eq!(
+            c["allowed_local_3pids"],
+            json!([{ "medium": "email", "pattern": r"^[^@]+@(acme\.example|acme\-labs\.co\.uk)$" }])
+        );
         assert_eq!(c["email"]["smtp_host"], "127.0.0.1");
         assert_eq!(c["allow_guest_access"], true);
         assert_eq!(c["federation_domain_whitelist"], json!([]));

@@ -6,7 +6,6 @@
 //! field records the full homeserver id, so that a (very unlikely) collision of the short
 //! names is detected instead of two homeservers sharing an account.
 
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,19 +42,7 @@ fn group_exists(name: &str) -> Result<bool> {
 
 /// Runs an account tool; returns its exit code, or an error with its stderr for codes not in `ok`.
 fn run(program: &str, args: &[&str], ok: &[i32]) -> Result<i32> {
-    let output = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    let code = output.status.code().unwrap_or(-1);
-    if ok.contains(&code) {
-        Ok(code)
-    } else {
-        Err(anyhow!("`{program} {}` failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim()))
-    }
+    Ok(crate::tools::run(program, args, ok)?.code)
 }
 
 /// Retries a command that fails while /etc/passwd is locked by someone else.
@@ -155,6 +142,7 @@ pub fn remove(homeserver: &HomeserverId) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn hs(id: &str) -> HomeserverId {
         HomeserverId::parse(id).unwrap()
@@ -170,9 +158,7 @@ mod tests {
     fn can_manage_users() -> bool {
         // SAFETY: no preconditions.
         let root = rustix::process::geteuid().is_root();
-        let tools = ["useradd", "userdel", "groupdel", "pkill", "pgrep"]
-            .iter()
-            .all(|t| ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| std::path::Path::new(d).join(t).exists()));
+        let tools = ["useradd", "userdel", "groupdel", "pkill", "pgrep"].iter().all(|t| crate::tools::find(t).is_some());
         if root && tools {
             return true;
         }

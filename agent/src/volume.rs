@@ -24,11 +24,12 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use matrixhost_agent_api::{HomeserverId, VolumeUsage};
+
+use crate::tools;
 
 /// One GiB, the unit of volume sizes.
 pub const GIB: u64 = 1 << 30;
@@ -306,34 +307,13 @@ pub(crate) mod fscrypt {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Finds a system tool, looking in the sbin directories even when they are not on PATH.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].into_iter().map(PathBuf::from).chain(std::env::split_paths(&path));
-    for dir in dirs {
-        let candidate = dir.join(name);
-        if let Ok(meta) = fs::metadata(&candidate) {
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
 /// Runs a tool; on failure the error names the command and carries its stderr.
 fn run(name: &str, args: &[&str]) -> Result<String> {
     run_accepting(name, args, &[0])
 }
 
 fn run_accepting(name: &str, args: &[&str], ok_codes: &[i32]) -> Result<String> {
-    let program = tool(name).ok_or_else(|| anyhow!("{name} is not installed (needed for encrypted volumes)"))?;
-    let output =
-        Command::new(&program).args(args).env("LC_ALL", "C").stdin(std::process::Stdio::null()).output().with_context(|| format!("cannot run {name}"))?;
-    match output.status.code() {
-        Some(code) if ok_codes.contains(&code) => Ok(String::from_utf8_lossy(&output.stdout).into_owned()),
-        _ => bail!("`{name} {}` failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim()),
-    }
+    Ok(tools::run(name, args, ok_codes)?.stdout)
 }
 
 /// R12: the space each volume holds back from its tenant: 1% of it, at most 64 MiB, in a
@@ -383,7 +363,11 @@ fn take_reserve(root: &File, bytes: u64) -> Result<()> {
 }
 
 fn open_dir(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path).with_context(|| format!("cannot open {}", path.display()))
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -419,9 +403,7 @@ fn loop_devices_for(image: &Path) -> Result<Vec<String>> {
 /// Without it, grow a volume while it is closed.
 pub fn can_grow_online() -> bool {
     const CAP_SYS_RESOURCE: u32 = 24;
-    let Ok(status) = fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
+    let Ok(status) = fs::read_to_string("/proc/self/status") else { return false };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -454,9 +436,7 @@ fn unmount(mnt: &Path) -> Result<()> {
 /// alone unless that image (still) backs it.
 fn detach_device(dev: &str, image: Option<&Path>) -> Result<()> {
     let backing = Path::new("/sys/block").join(dev.trim_start_matches("/dev/")).join("loop/backing_file");
-    let Ok(current) = fs::read_to_string(&backing) else {
-        return Ok(());
-    };
+    let Ok(current) = fs::read_to_string(&backing) else { return Ok(()) };
     if let Some(image) = image {
         let current = current.trim_end_matches('\n');
         let current = current.strip_suffix(" (deleted)").unwrap_or(current);
@@ -607,7 +587,7 @@ impl VolumeManager {
             bail!("encrypted volumes need loop devices, but /dev/loop-control cannot be opened: {e} (load the `loop` module or give the container access to loop devices)");
         }
         for t in ["losetup", "mount", "umount", "mkfs.ext4", "resize2fs", "e2fsck"] {
-            if tool(t).is_none() {
+            if tools::find(t).is_none() {
                 bail!("encrypted volumes need `{t}` (util-linux / e2fsprogs), which is not installed");
             }
         }
@@ -973,9 +953,7 @@ impl VolumeManager {
         if !self.is_mounted(id) {
             return false;
         }
-        let (Ok(root), Ok(data)) = (open_dir(&self.mount_point(id)), open_dir(&self.data_dir(id))) else {
-            return false;
-        };
+        let (Ok(root), Ok(data)) = (open_dir(&self.mount_point(id)), open_dir(&self.data_dir(id))) else { return false };
         match fscrypt::get_policy(data.as_raw_fd()) {
             Ok(Some(p)) => fscrypt::key_status(root.as_raw_fd(), &p.master_key_identifier).ok() == Some(fscrypt::KEY_STATUS_PRESENT),
             _ => false,
@@ -1009,6 +987,7 @@ impl VolumeManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn ioctl_numbers_match_the_kernel_headers() {

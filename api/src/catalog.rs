@@ -168,7 +168,10 @@ impl Catalog {
     // R1
     pub fn available_region(&self, code: &RegionCode) -> Result<&Region, RuleError> {
         let region = self.regions.iter().find(|r| r.code == code.as_str()).ok_or_else(|| {
-            RuleError::new(format!("R1: region `{code}` is not in the catalog; available: {}", self.available_region_codes().join(", ")))
+            RuleError::new(format!(
+                "R1: region `{code}` is not in the catalog; available: {}",
+                self.available_region_codes().join(", ")
+            ))
         })?;
         if region.country != "US" {
             return Err(RuleError::new(format!("R1: region `{code}` is not in the US")));
@@ -183,7 +186,11 @@ impl Catalog {
     }
 
     pub fn available_region_codes(&self) -> Vec<&str> {
-        self.regions.iter().filter(|r| r.available && r.country == "US").map(|r| r.code.as_str()).collect()
+        self.regions
+            .iter()
+            .filter(|r| r.available && r.country == "US")
+            .map(|r| r.code.as_str())
+            .collect()
     }
 
     pub fn plan(&self, tier: &PlanTier) -> Result<&Plan, RuleError> {

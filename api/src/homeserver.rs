@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Email, EmailDomain, Encrypted, EntityName, HomeserverName, RegionCode, Registration, ServerName, VolumeSizeGb};
+use crate::domain::{
+    Email, EmailDomain, Encrypted, EntityName, HomeserverName, RegionCode, Registration,
+    ServerName, VolumeSizeGb,
+};
 
 fn yes() -> bool {
     true

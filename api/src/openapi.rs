@@ -47,7 +47,20 @@ impl Builder {
 }
 
 fn endpoint(method: &'static str, path: &'static str, operation_id: &'static str, summary: &'static str) -> Endpoint {
-    Endpoint { method, path, operation_id, summary, body: None, ok: (200, None), also_ok: None, list: false, idempotent: false, if_match: false, query: &[], auth: true }
+    Endpoint {
+        method,
+        path,
+        operation_id,
+        summary,
+        body: None,
+        ok: (200, None),
+        also_ok: None,
+        list: false,
+        idempotent: false,
+        if_match: false,
+        query: &[],
+        auth: true,
+    }
 }
 
 impl Endpoint {
@@ -133,44 +146,18 @@ pub fn document() -> Value {
     b.add(endpoint("get", "/v1/plans/{tier}", "get_plan", "Read a plan tier").returns(200, plan));
 
     let (r, p, c, u) = (b.schema::<BillingPlan>(), b.schema::<Page<BillingPlan>>(), b.schema::<BillingPlanCreate>(), b.schema::<BillingPlanUpdate>());
-    crud(
-        &mut b,
-        Crud {
-            collection: "/v1/billing-plans",
-            item: "/v1/billing-plans/{billing_plan_id}",
-            noun: "billing plan",
-            create_op: "create_billing_plan",
-            list_op: "list_billing_plans",
-            get_op: "get_billing_plan",
-            update_op: "update_billing_plan",
-            delete_op: "delete_billing_plan",
-        },
-        r,
-        p,
-        c,
-        u,
-        &[],
-    );
+    crud(&mut b, Crud {
+        collection: "/v1/billing-plans", item: "/v1/billing-plans/{billing_plan_id}", noun: "billing plan",
+        create_op: "create_billing_plan", list_op: "list_billing_plans", get_op: "get_billing_plan",
+        update_op: "update_billing_plan", delete_op: "delete_billing_plan",
+    }, r, p, c, u, &[]);
 
     let (r, p, c, u) = (b.schema::<Homeserver>(), b.schema::<Page<Homeserver>>(), b.schema::<HomeserverCreate>(), b.schema::<HomeserverUpdate>());
-    crud(
-        &mut b,
-        Crud {
-            collection: "/v1/homeservers",
-            item: "/v1/homeservers/{homeserver_id}",
-            noun: "homeserver",
-            create_op: "create_homeserver",
-            list_op: "list_homeservers",
-            get_op: "get_homeserver",
-            update_op: "update_homeserver",
-            delete_op: "delete_homeserver",
-        },
-        r,
-        p,
-        c,
-        u,
-        &[("name", "Only the homeserver with this name")],
-    );
+    crud(&mut b, Crud {
+        collection: "/v1/homeservers", item: "/v1/homeservers/{homeserver_id}", noun: "homeserver",
+        create_op: "create_homeserver", list_op: "list_homeservers", get_op: "get_homeserver",
+        update_op: "update_homeserver", delete_op: "delete_homeserver",
+    }, r, p, c, u, &[("name", "Only the homeserver with this name")]);
 
     let usage = b.schema::<HomeserverUsage>();
     b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/usage", "get_homeserver_usage", "Server-level usage: MAU, registered users, volume bytes (R23)").returns(200, usage));
@@ -187,24 +174,12 @@ pub fn document() -> Value {
     );
 
     let (r, p, c, u) = (b.schema::<ReservedUser>(), b.schema::<Page<ReservedUser>>(), b.schema::<ReservedUserCreate>(), b.schema::<ReservedUserUpdate>());
-    crud(
-        &mut b,
-        Crud {
-            collection: "/v1/homeservers/{homeserver_id}/reserved-users",
-            item: "/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}",
-            noun: "reserved user",
-            create_op: "create_reserved_user",
-            list_op: "list_reserved_users",
-            get_op: "get_reserved_user",
-            update_op: "update_reserved_user",
-            delete_op: "delete_reserved_user",
-        },
-        r,
-        p,
-        c,
-        u,
-        &[("email", "Only the reserved user with this email (case-insensitive)")],
-    );
+    crud(&mut b, Crud {
+        collection: "/v1/homeservers/{homeserver_id}/reserved-users",
+        item: "/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}", noun: "reserved user",
+        create_op: "create_reserved_user", list_op: "list_reserved_users", get_op: "get_reserved_user",
+        update_op: "update_reserved_user", delete_op: "delete_reserved_user",
+    }, r, p, c, u, &[("email", "Only the reserved user with this email (case-insensitive)")]);
 
     let (policy, spec) = (b.schema::<BackupPolicy>(), b.schema::<BackupPolicySpec>());
     let path = "/v1/homeservers/{homeserver_id}/backup-policy";
@@ -216,28 +191,19 @@ pub fn document() -> Value {
     let path = "/v1/homeservers/{homeserver_id}/backups";
     b.add(endpoint("get", path, "list_backups", "List the homeserver's backups (R4); also of a deleted homeserver until they expire").returns(200, backups).list());
     b.add(endpoint("post", path, "create_backup", "Take an on-demand backup now (R4); 202, poll the backup until `completed`").returns(202, backup.clone()).create());
-    b.add(
-        endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
-            .returns(200, erasure)
-            .query(&[("erase", "Must be `true`: erasing cannot be undone")]),
-    );
+    b.add(endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
+        .returns(200, erasure)
+        .query(&[("erase", "Must be `true`: erasing cannot be undone")]));
     let item = "/v1/homeservers/{homeserver_id}/backups/{backup_id}";
     b.add(endpoint("get", item, "get_backup", "Read a backup").returns(200, backup));
     b.add(endpoint("delete", item, "delete_backup", "Delete a backup (not while it is written or restored)").no_content());
     let (restore, restores, restore_create) = (b.schema::<Restore>(), b.schema::<Page<Restore>>(), b.schema::<RestoreCreate>());
     let path = "/v1/homeservers/{homeserver_id}/restores";
     b.add(endpoint("get", path, "list_restores", "List the homeserver's restores").returns(200, restores).list());
-    b.add(
-        endpoint(
-            "post",
-            path,
-            "create_restore",
-            "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in",
-        )
+    b.add(endpoint("post", path, "create_restore", "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in")
         .body(restore_create)
         .returns(202, restore.clone())
-        .create(),
-    );
+        .create());
     b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/restores/{restore_id}", "get_restore", "Read a restore and its status").returns(200, restore));
 
     let error = b.schema::<ApiError>();
@@ -270,7 +236,10 @@ fn render(endpoints: Vec<Endpoint>, schemas: Map<String, Value>, error: Value) -
 }
 
 fn operation(e: &Endpoint, error: &Value) -> Value {
-    let mut params: Vec<Value> = path_params(e.path).into_iter().map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})).collect();
+    let mut params: Vec<Value> = path_params(e.path)
+        .into_iter()
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
     if e.list {
         params.push(json!({"name": "limit", "in": "query", "required": false, "description": "Page size, 1-100 (default 50)", "schema": {"type": "integer", "minimum": 1, "maximum": crate::MAX_PAGE_SIZE}}));
         params.push(json!({"name": "page_token", "in": "query", "required": false, "description": "`next_page_token` of the previous page", "schema": {"type": "string"}}));
@@ -286,9 +255,7 @@ fn operation(e: &Endpoint, error: &Value) -> Value {
     }
     let mut responses = Map::new();
     let ok = match &e.ok.1 {
-        Some(schema) => {
-            json!({"description": "Success", "content": {"application/json": {"schema": schema}}})
-        }
+        Some(schema) => json!({"description": "Success", "content": {"application/json": {"schema": schema}}}),
         None => json!({"description": "Success, no content"}),
     };
     responses.insert(e.ok.0.to_string(), ok);
@@ -364,7 +331,10 @@ mod tests {
             std::fs::write(path, &generated).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(committed == generated, "api/openapi.json is out of date with the API types; regenerate it with `UPDATE_OPENAPI=1 cargo test -p matrixhost-api`");
+        assert!(
+            committed == generated,
+            "api/openapi.json is out of date with the API types; regenerate it with `UPDATE_OPENAPI=1 cargo test -p matrixhost-api`"
+        );
     }
 
     #[test]

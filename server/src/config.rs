@@ -127,9 +127,7 @@ pub struct Settings {
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
-    let Some(path) = path else {
-        return Ok(FileConfig::default());
-    };
+    let Some(path) = path else { return Ok(FileConfig::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
@@ -202,7 +200,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("matrixhostd.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nstate_dir = \"/tmp/x\"\nplatform_domain = \"example.net\"\n").unwrap();
-        let mut args = ServeArgs { store: StoreArgs { config: Some(file.clone()), ..StoreArgs::default() }, no_runtime: true, ..ServeArgs::default() };
+        let mut args = ServeArgs {
+            store: StoreArgs { config: Some(file.clone()), ..StoreArgs::default() },
+            no_runtime: true,
+            ..ServeArgs::default()
+        };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.user, "matrixhost");
         assert_eq!(s.listen.port(), 9999);

@@ -150,7 +150,8 @@ pub async fn lock_row(tx: &mut Tx<'_>, table: &'static str, id: &str) -> sqlx::R
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
-            db.kind() == sqlx::error::ErrorKind::UniqueViolation || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation
+                || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
         }
         _ => false,
     }

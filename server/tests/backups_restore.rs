@@ -188,8 +188,9 @@ async fn r4_a_backup_during_continuous_writes_restores_a_consistent_database() {
     let client = server.client();
     // Synapse limits messages per user (burst 10); the writer should not wait on that.
     let user_id = m.call(Method::GET, "/_matrix/client/v3/account/whoami", Some(&token), None).await.1["user_id"].as_str().unwrap().to_owned();
-    let (status, body) =
-        m.call(Method::POST, &format!("/_synapse/admin/v1/users/{user_id}/override_ratelimit"), Some(&token), Some(json!({"messages_per_second": 0, "burst_count": 0}))).await;
+    let (status, body) = m
+        .call(Method::POST, &format!("/_synapse/admin/v1/users/{user_id}/override_ratelimit"), Some(&token), Some(json!({"messages_per_second": 0, "burst_count": 0})))
+        .await;
     assert_eq!(status, 200, "{body}");
     // A writer sends numbered messages as fast as Synapse takes them.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

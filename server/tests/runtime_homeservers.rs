@@ -267,8 +267,9 @@ async fn r9_registration_guests_and_federation_follow_the_settings() {
     m.accept_consent(refused["consent_uri"].as_str().expect("consent first")).await;
     let (_, room) = m.call(Method::POST, "/_matrix/client/v3/createRoom", Some(&token), Some(json!({}))).await;
     let room_id = room["room_id"].as_str().unwrap();
-    let (status, body) =
-        m.call(Method::POST, &format!("/_matrix/client/v3/rooms/{room_id}/invite"), Some(&token), Some(json!({"user_id": "@bob:remote.example"}))).await;
+    let (status, body) = m
+        .call(Method::POST, &format!("/_matrix/client/v3/rooms/{room_id}/invite"), Some(&token), Some(json!({"user_id": "@bob:remote.example"})))
+        .await;
     assert!(status >= 400, "a remote invite went through: {status} {body}");
     assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
 }
@@ -520,9 +521,7 @@ fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
 /// Streams the file in 1 MiB chunks, keeping an overlap so a match across chunks is found.
 fn file_contains(path: &std::path::Path, needle: &[u8]) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
     loop {

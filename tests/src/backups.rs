@@ -116,9 +116,7 @@ pub fn partial_archives(state_dir: &Path) -> Vec<PathBuf> {
 /// Whether `needle` occurs in the file (streamed, so large files are fine).
 pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -138,7 +136,11 @@ pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
 /// SHA-256 (hex) with the system's `sha256sum`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("sha256sum");
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()

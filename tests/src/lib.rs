@@ -86,7 +86,9 @@ pub fn postgres_available(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("PostgreSQL tests need {POSTGRES_URL_ENV}; run scripts/test.sh");
     }
-    eprintln!("!!!!! SKIPPED {test}: {POSTGRES_URL_ENV} is not set (start one with scripts/pg-test.sh start) !!!!!");
+    eprintln!(
+        "!!!!! SKIPPED {test}: {POSTGRES_URL_ENV} is not set (start one with scripts/pg-test.sh start) !!!!!"
+    );
     false
 }
 
@@ -164,14 +166,21 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 fn psql(url: &str, sql: &str) -> std::io::Result<std::process::Output> {
-    Command::new("psql").arg(url).args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).stdin(Stdio::null()).output()
+    Command::new("psql")
+        .arg(url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
 }
 
 /// Creates a fresh database `mh_<hex>` on the test PostgreSQL server and returns its URL.
 pub fn create_postgres_database() -> String {
-    let admin = postgres_url().unwrap_or_else(|| panic!("PostgreSQL tests need {POSTGRES_URL_ENV}; run scripts/test.sh"));
+    let admin = postgres_url().unwrap_or_else(|| {
+        panic!("PostgreSQL tests need {POSTGRES_URL_ENV}; run scripts/test.sh")
+    });
     let name = format!("mh_{}", random_hex(16));
-    let out = psql(&admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("running psql to create a test database: {e}"));
+    let out = psql(&admin, &format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("running psql to create a test database: {e}"));
     assert!(
         out.status.success(),
         "CREATE DATABASE {name} on {admin} failed: {}{}",
@@ -182,9 +191,7 @@ pub fn create_postgres_database() -> String {
 }
 
 fn drop_postgres_database(url: &str) {
-    let (Some(admin), Some(name)) = (postgres_url(), url.rsplit('/').next()) else {
-        return;
-    };
+    let (Some(admin), Some(name)) = (postgres_url(), url.rsplit('/').next()) else { return };
     let name = name.split('?').next().unwrap_or(name);
     if !name.starts_with("mh_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return;
@@ -203,11 +210,7 @@ fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
+            if dir.is_absolute() { dir } else { workspace_root().join(dir) }
         }
         None => workspace_root().join("target"),
     }
@@ -217,14 +220,14 @@ fn target_dir() -> PathBuf {
 /// build below is a no-op after it.
 pub const TEST_FEATURES: &str = "matrixhost-server/test-hooks,matrixhost-agent/test-hooks";
 
-/// Builds the workspace's binaries once per test process, with the test hooks, and returns
-/// `<workspace>/target/debug/<name>`.
 /// The cargo profile of the binaries under test: `dev`, or `bench-hooks` (optimised, hooks kept)
 /// for the benchmarks, set through `MATRIXHOST_BIN_PROFILE`.
 pub fn bin_profile() -> String {
     std::env::var("MATRIXHOST_BIN_PROFILE").unwrap_or_else(|_| "dev".to_owned())
 }
 
+/// Builds the workspace's binaries once per test process, with the test hooks, in
+/// [`bin_profile`], and returns the path of `name`.
 pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -334,7 +337,11 @@ impl ServerBuilder {
             database_url = Some(create_postgres_database());
             owns_database = true;
         }
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("building an HTTP client");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("building an HTTP client");
         let mut server = TestServer {
             bin,
             backend,
@@ -474,11 +481,6 @@ impl TestServer {
         fs::read(self.state_dir().join(AGENT_LOG_FILE)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
-    /// The pid of `matrixhostd serve`.
-    pub fn serve_pid(&self) -> Option<u32> {
-        self.pid()
-    }
-
     /// The pid of the node agent, with the runtime.
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(Child::id)
@@ -501,7 +503,11 @@ impl TestServer {
                 bytes
             }
             Some(url) => {
-                let out = Command::new("pg_dump").args(["--no-owner", url]).stdin(Stdio::null()).output().expect("running pg_dump");
+                let out = Command::new("pg_dump")
+                    .args(["--no-owner", url])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("running pg_dump");
                 assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
                 out.stdout
             }
@@ -572,7 +578,9 @@ impl TestServer {
     /// token for it; returns the token (the only stdout line starting with `mh_`).
     pub async fn create_token(&self, org: &str) -> String {
         let email = format!("{org}@example.com");
-        let stdout = self.cli_ok(&["token", "create", "--org", org, "--email", &email, "--create-org", "--verified"]).await;
+        let stdout = self
+            .cli_ok(&["token", "create", "--org", org, "--email", &email, "--create-org", "--verified"])
+            .await;
         token_from_stdout(&stdout)
     }
 
@@ -599,7 +607,10 @@ impl TestServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("matrixhostd did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- log ---\n{}", self.log());
+                panic!(
+                    "matrixhostd did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- log ---\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -609,7 +620,11 @@ impl TestServer {
     /// it again with the same arguments on the same state directory and database.
     pub async fn restart(mut self) -> TestServer {
         let status = self.stop();
-        assert!(status.success(), "matrixhostd did not shut down gracefully on SIGTERM: {status}\n--- log ---\n{}", self.log());
+        assert!(
+            status.success(),
+            "matrixhostd did not shut down gracefully on SIGTERM: {status}\n--- log ---\n{}",
+            self.log()
+        );
         self.relaunch().await
     }
 
@@ -628,8 +643,9 @@ impl TestServer {
     }
 
     async fn relaunch(mut self) -> TestServer {
-        let mut builder =
-            TestServer::builder(&self.bin, self.backend).args(self.args.clone()).state_dir(self.dir.take().expect("state dir"));
+        let mut builder = TestServer::builder(&self.bin, self.backend)
+            .args(self.args.clone())
+            .state_dir(self.dir.take().expect("state dir"));
         builder.envs = self.envs.clone();
         builder.runtime = self.runtime;
         builder.agent_args = self.agent_args.clone();
@@ -690,7 +706,11 @@ impl TestServer {
     async fn spawn_and_wait(&mut self) {
         let dir = self.state_dir().to_path_buf();
         let _ = fs::remove_file(dir.join(ADDR_FILE));
-        let log = OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE)).expect("opening the log file");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG_FILE))
+            .expect("opening the log file");
         let mut cmd = Command::new(&self.bin);
         cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0", "--state-dir"]).arg(&dir);
         if let Some(url) = &self.database_url {
@@ -714,7 +734,11 @@ impl TestServer {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.child = None;
-                panic!("matrixhostd exited during start-up ({status}); args {:?}\n--- log ---\n{}", self.args, self.log());
+                panic!(
+                    "matrixhostd exited during start-up ({status}); args {:?}\n--- log ---\n{}",
+                    self.args,
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
                 if let Some(mut c) = self.child.take() {
@@ -857,8 +881,11 @@ impl Client {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Resp {
-        let url =
-            if path.starts_with("http://") || path.starts_with("https://") { path.to_owned() } else { format!("{}{}", self.base, path) };
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.base, path)
+        };
         let mut req = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -875,7 +902,11 @@ impl Client {
         let bytes = resp.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
         let text = String::from_utf8_lossy(&bytes).into_owned();
         self.transcript.lock().unwrap().push(text.clone());
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(text)) };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(text))
+        };
         (status, headers, body)
     }
 }
@@ -919,7 +950,12 @@ pub fn assert_api_error(resp: &Resp, status: u16, code: Option<&str>, field: Opt
     assert!(got_field.is_null() || got_field.is_string(), "`field` is neither null nor a string: {}", show(resp));
     let rid = obj.get("request_id").and_then(Value::as_str).unwrap_or_else(|| panic!("error without request_id: {}", show(resp)));
     assert!(!rid.is_empty(), "empty request_id: {}", show(resp));
-    assert_eq!(request_id_header(headers).as_deref(), Some(rid), "x-request-id header differs from the body's request_id: {}", show(resp));
+    assert_eq!(
+        request_id_header(headers).as_deref(),
+        Some(rid),
+        "x-request-id header differs from the body's request_id: {}",
+        show(resp)
+    );
     if let Some(code) = code {
         assert_eq!(got_code, code, "unexpected error code: {}", show(resp));
     }
@@ -952,7 +988,9 @@ pub fn assert_rejects_field(resp: &Resp, field: &str) -> String {
 #[track_caller]
 pub fn timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
     let s = value.as_str().unwrap_or_else(|| panic!("not a timestamp string: {value}"));
-    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("`{s}` is not RFC 3339: {e}")).with_timezone(&chrono::Utc)
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("`{s}` is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
 }
 
 /// Removes ANSI escape sequences (colours) from log text.

@@ -206,9 +206,7 @@ pub fn tenant_user_name(homeserver_id: &str) -> String {
 pub fn pids_matching(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         if pid == std::process::id() as i32 {
             continue;
         }
@@ -377,9 +375,7 @@ impl Matrix {
             req = req.json(&b);
         }
         // While Synapse restarts (a config change) the port refuses; callers retry on 0.
-        let Ok(resp) = req.send().await else {
-            return (0, Value::Null);
-        };
+        let Ok(resp) = req.send().await else { return (0, Value::Null) };
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }

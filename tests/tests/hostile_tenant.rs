@@ -478,7 +478,7 @@ async fn the_api_runs_unprivileged_and_holds_no_key() {
     }
     let config = tempfile::tempdir().unwrap();
     let server = RuntimeServer::start(&["--config", &plan_config(config.path())]).await;
-    let pid = server.serve_pid().unwrap() as i32;
+    let pid = server.pid().unwrap() as i32;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |key: &str| status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>();
     assert!(field("Uid:").iter().all(|u| *u != "0"), "matrixhostd runs as root: {:?}", field("Uid:"));

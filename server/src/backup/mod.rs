@@ -276,7 +276,8 @@ impl Backups {
             // 2. Offline: stop Synapse, swap the data in.
             let reason = format!("restoring backup {backup_id}");
             records::set_homeserver_status(db, homeserver_id, HomeserverStatus::Updating, Some(&reason), self.platform.clock.now()).await.map_err(internal)?;
-            runtime.stop_homeserver(&hs).await.map_err(|e| e.to_string())?;
+            // The homeserver's lock is held: the reconciler starts it again only once it is released.
+            agent.stop(&hs, None).await.map_err(|e| e.to_string())?;
             agent.swap_in_restore(&hs).await.map_err(|e| e.to_string())?;
             // Reserved accounts changed since the backup may be missing from the restored
             // database: the reconciler checks them again (R8).

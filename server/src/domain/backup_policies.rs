@@ -15,17 +15,17 @@ fn from_row(r: &AnyRow, now: DateTime<Utc>, attempts: &[scheduler::Attempt]) -> 
     let window_start: WindowTime = r.parsed("window_start")?;
     let created_at = r.time("created_at")?;
     Ok(BackupPolicy {
-        id: r.text("id")?,
-        homeserver_id: r.text("homeserver_id")?,
-        schedule: BackupSchedule::parse(&r.text("schedule")?).map_err(anyhow::Error::msg)?,
-        next_backup_at: scheduler::plan(&window_start, created_at, attempts, now).next_at,
-        window_start,
-        retention_days: RetentionDays::parse(r.int("retention_days")?).map_err(anyhow::Error::msg)?,
-        encrypted: true,
-        last_backup_at: r.opt_time("last_backup_at")?,
-        created_at,
-        updated_at: r.time("updated_at")?,
-        version: r.int("version")?,
+            id: r.text("id")?,
+            homeserver_id: r.text("homeserver_id")?,
+            schedule: BackupSchedule::parse(&r.text("schedule")?).map_err(anyhow::Error::msg)?,
+            next_backup_at: scheduler::plan(&window_start, created_at, attempts, now).next_at,
+            window_start,
+            retention_days: RetentionDays::parse(r.int("retention_days")?).map_err(anyhow::Error::msg)?,
+            encrypted: true,
+            last_backup_at: r.opt_time("last_backup_at")?,
+            created_at,
+            updated_at: r.time("updated_at")?,
+            version: r.int("version")?,
     })
 }
 

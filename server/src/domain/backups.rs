@@ -70,8 +70,10 @@ pub fn object_key(homeserver_id: &str, backup_id: &str) -> String {
 
 /// R4: how long a homeserver's backups are kept: its policy's retention, else the default 30.
 pub async fn retention_days(tx: &mut Tx<'_>, homeserver_id: &str) -> sqlx::Result<i64> {
-    let days: Option<i64> =
-        sqlx::query_scalar("SELECT retention_days FROM backup_policies WHERE homeserver_id = $1").bind(homeserver_id).fetch_optional(&mut **tx).await?;
+    let days: Option<i64> = sqlx::query_scalar("SELECT retention_days FROM backup_policies WHERE homeserver_id = $1")
+        .bind(homeserver_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     Ok(days.unwrap_or_else(|| i64::from(matrixhost_api::RetentionDays::default().get())))
 }
 

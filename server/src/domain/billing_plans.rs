@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Months, Utc};
 use matrixhost_api::{
-    check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate, BillingStatus, Catalog, PaymentMethodId, Plan, PlanChange,
-    PlanTier,
+    check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
+    BillingStatus, Catalog, PaymentMethodId, Plan, PlanChange, PlanTier,
 };
 use sqlx::any::AnyRow;
 
@@ -244,10 +244,7 @@ async fn check_homeserver_fits(tx: &mut Tx<'_>, sub: &Subscription, catalog: &Ca
     check_reserved_within_cap(hs.reserved_users, cap).map_err(|e| {
         DomainError::field(
             changed_field,
-            format!(
-                "{} (homeserver `{}` has {} reserved users; the {} plan with {} additional users allows {cap})",
-                e.message, hs.name, hs.reserved_users, cap_plan.tier, sub.additional_users
-            ),
+            format!("{} (homeserver `{}` has {} reserved users; the {} plan with {} additional users allows {cap})", e.message, hs.name, hs.reserved_users, cap_plan.tier, sub.additional_users),
         )
     })?;
     for plan in sub.binding_plans(catalog)? {

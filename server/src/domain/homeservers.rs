@@ -178,7 +178,10 @@ async fn check_unique(tx: &mut Tx<'_>, org_id: &str, name: &HomeserverName, serv
     if let Some(id) = same_name {
         return Err(DomainError::conflict_on("conflict", "name", format!("homeserver `{name}` already exists ({id})")));
     }
-    let same_server: Option<String> = sqlx::query_scalar("SELECT id FROM homeservers WHERE server_name = $1").bind(server_name.as_str()).fetch_optional(&mut **tx).await?;
+    let same_server: Option<String> = sqlx::query_scalar("SELECT id FROM homeservers WHERE server_name = $1")
+        .bind(server_name.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
     if same_server.is_some() {
         return Err(DomainError::conflict_on("conflict", "server_name", format!("server name `{server_name}` is taken")));
     }

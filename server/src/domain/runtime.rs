@@ -226,11 +226,13 @@ pub async fn mark_account_synced(db: &Db, reserved_id: &str, version: i64, error
         sqlx::query("UPDATE reserved_users SET account_error = $1 WHERE id = $2").bind(error).bind(reserved_id).execute(db).await?;
         return Ok(());
     }
-    sqlx::query("UPDATE reserved_users SET account_synced_version = $1, account_error = NULL, initial_password_sealed = NULL WHERE id = $2 AND version = $1")
-        .bind(version)
-        .bind(reserved_id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE reserved_users SET account_synced_version = $1, account_error = NULL, initial_password_sealed = NULL WHERE id = $2 AND version = $1",
+    )
+    .bind(version)
+    .bind(reserved_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -258,13 +260,15 @@ pub async fn orphan_runtime_ids(db: &Db) -> DomainResult<Vec<String>> {
 /// R19: appends acceptances Synapse reports; the history keeps every version a user accepted.
 pub async fn record_consents(db: &Db, id: &str, consents: &[(String, String, DateTime<Utc>)]) -> DomainResult<()> {
     for (user_id, version, at) in consents {
-        sqlx::query("INSERT INTO consent_acceptances (homeserver_id, user_id, notice_version, accepted_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-            .bind(id)
-            .bind(user_id)
-            .bind(version)
-            .bind(ts(*at))
-            .execute(db)
-            .await?;
+        sqlx::query(
+            "INSERT INTO consent_acceptances (homeserver_id, user_id, notice_version, accepted_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(version)
+        .bind(ts(*at))
+        .execute(db)
+        .await?;
     }
     Ok(())
 }

@@ -64,7 +64,9 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> AppResult<Self> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -84,13 +86,7 @@ fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> AppError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     let message = strip_position(&inner.to_string());
-    let join = |name: &str| {
-        if path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{path}.{name}")
-        }
-    };
+    let join = |name: &str| if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
     if let Some(name) = backticked_after(&message, "unknown field `") {
         // The path already ends at the unknown field.
         let field = if path.is_empty() { name } else { path.clone() };
@@ -131,8 +127,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> AppResult<Self> {
-        let Query(mut q) =
-            Query::<HashMap<String, String>>::from_request_parts(parts, state).await.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+        let Query(mut q) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
         let limit = match q.remove("limit") {
             None => 50,
             Some(raw) => raw
@@ -174,7 +171,12 @@ impl ListParams {
 
     /// Pages an in-memory list already sorted by id (the catalogs).
     pub fn page_of<T: Clone>(&self, all: &[T], id_of: impl Fn(&T) -> &str) -> matrixhost_api::Page<T> {
-        let rest: Vec<T> = all.iter().filter(|t| self.after.as_deref().is_none_or(|after| id_of(t) > after)).take(self.limit as usize + 1).cloned().collect();
+        let rest: Vec<T> = all
+            .iter()
+            .filter(|t| self.after.as_deref().is_none_or(|after| id_of(t) > after))
+            .take(self.limit as usize + 1)
+            .cloned()
+            .collect();
         self.page(rest, id_of)
     }
 
@@ -202,9 +204,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> AppResult<Self> {
-        let Some(raw) = parts.headers.get(header::IF_MATCH) else {
-            return Ok(IfMatch(None));
-        };
+        let Some(raw) = parts.headers.get(header::IF_MATCH) else { return Ok(IfMatch(None)) };
         let text = raw.to_str().unwrap_or("").trim();
         if text == "*" {
             return Ok(IfMatch(None));
@@ -224,9 +224,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> AppResult<Self> {
-        let Some(raw) = parts.headers.get(matrixhost_api::IDEMPOTENCY_KEY) else {
-            return Ok(IdempotencyKey(None));
-        };
+        let Some(raw) = parts.headers.get(matrixhost_api::IDEMPOTENCY_KEY) else { return Ok(IdempotencyKey(None)) };
         match raw.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(IdempotencyKey(Some(k.to_owned()))),
             _ => Err(AppError::new(StatusCode::BAD_REQUEST, "invalid_header", "Idempotency-Key must be 1-200 visible ASCII characters").with_field("Idempotency-Key")),

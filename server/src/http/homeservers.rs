@@ -105,7 +105,7 @@ async fn usage(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Strin
         mau_cap: sub.mau_cap(&p.settings.catalog)?,
         registered_users: measured.registered_users,
         volume_bytes_used: measured.volume_bytes_used,
-        volume_size_bytes: measured.volume_bytes_total,
+        volume_size_bytes: measured.volume_size_bytes,
         measured_at: p.clock.now(),
     }))
 }

@@ -148,7 +148,10 @@ impl MatrixAdmin {
     /// `base` is `http://127.0.0.1:PORT` (a trailing `/` is ignored).
     pub fn new(base: impl Into<String>, shared_secret: impl Into<String>) -> Self {
         let base = base.into().trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a plain reqwest client always builds");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a plain reqwest client always builds");
         MatrixAdmin { base, shared_secret: shared_secret.into(), http }
     }
 

@@ -101,12 +101,6 @@ impl Runtime {
         locks.entry(id.to_owned()).or_default().clone()
     }
 
-    /// Stops the homeserver's Synapse (for a restore). The caller holds its lock; the
-    /// reconciler starts it again once the lock is released and [`Platform::changed`] is called.
-    pub async fn stop_homeserver(&self, id: &HomeserverId) -> Result<(), AgentError> {
-        self.agent().stop(id, None).await
-    }
-
     /// Listens again on the port of every homeserver that has one and a known tenant (after a
     /// restart of `matrixhostd`). A failure is left to the reconciler, which tries again.
     pub async fn reopen_ingress(&self) {

@@ -110,7 +110,15 @@ restrict its processing, and complain to a data protection authority.</p>
 /// `v` + the first 12 hex characters of the SHA-256 of the rendered notice.
 pub fn version_of(html: &str) -> String {
     let digest = Sha256::digest(html.as_bytes());
-    format!("v{}", &hex::encode(digest)[..12])
+    format!("v{}", &hex::encode(digest)[..VERSION_HEX])
+}
+
+const VERSION_HEX: usize = 12;
+
+/// Whether `v` has the shape of a version [`version_of`] makes (anything else a homeserver's
+/// database holds is not one of ours).
+pub fn is_version(v: &str) -> bool {
+    v.strip_prefix('v').is_some_and(|hex| hex.len() == VERSION_HEX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 #[cfg(test)]
@@ -171,5 +179,9 @@ mod tests {
         assert_ne!(va, version_of(&b));
         assert_eq!(va.len(), 13);
         assert!(va.starts_with('v') && va[1..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(is_version(&va));
+        for other in ["", "v", "V0123456789ab", "v0123456789AB", "v0123456789a", "v0123456789abc", "1.0"] {
+            assert!(!is_version(other), "{other}");
+        }
     }
 }

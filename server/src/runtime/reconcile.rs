@@ -4,23 +4,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use matrixhost_agent_api::{correlation_id, ErrorCode, HomeserverId, HomeserverState, SynapseSpec};
+use matrixhost_agent_api::{correlation_id, ErrorCode, HomeserverId, HomeserverState, Limits, SynapseSpec};
 use matrixhost_api::{HomeserverEventKind, HomeserverStatus, StorageBlock};
-use serde::{Deserialize, Serialize};
 
 use super::matrix_admin::{MatrixAdmin, MatrixError};
 use super::spec::{self, SERVICE_LOCALPART};
-use super::{probe, Runtime, RuntimeError};
+use super::{privacy_notice, probe, Runtime, RuntimeError};
 use crate::domain::runtime::{self as store, Field, RuntimeRow, Target};
 use crate::domain::{events, DomainError};
 
 /// Server-level usage of a homeserver (R23): counts and bytes, never contents.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Usage {
     pub monthly_active_users: u64,
     pub registered_users: u64,
     pub volume_bytes_used: u64,
-    pub volume_bytes_total: u64,
+    pub volume_size_bytes: u64,
 }
 
 fn parse_id(id: &str) -> Result<HomeserverId, RuntimeError> {
@@ -142,7 +141,7 @@ impl Runtime {
                 tracing::debug!(homeserver_id = %hs.id, "the last start failed; waiting before the next attempt");
                 return Ok(());
             }
-            match (self.start(&id, &spec, ensured.tenant_uid, &target.plan).await, storage) {
+            match (self.start(&id, &spec, limits, ensured.tenant_uid).await, storage) {
                 (Ok(()), _) => {}
                 // On a volume with no room at all Synapse may not even start; it is blocked
                 // either way, and the reason users and the customer need is the storage one.
@@ -163,7 +162,7 @@ impl Runtime {
         if self.sync_accounts(target, &admin, &token).await? {
             // Synapse reads reserved threepids at start-up: restart so new accounts hold their slot (R8).
             self.agent().stop(&id, None).await?;
-            self.start(&id, &spec, ensured.tenant_uid, &target.plan).await?;
+            self.start(&id, &spec, limits, ensured.tenant_uid).await?;
         }
         self.record_consents(&id, hs.server_name.as_str()).await;
         let notice_url = format!("{client_url}/_matrix/consent");
@@ -180,8 +179,8 @@ impl Runtime {
 
     /// Starts `spec` and waits until the homeserver answers on its socket. A failure begins or
     /// continues a backoff streak; the first of a streak is an event for the customer.
-    async fn start(&self, id: &HomeserverId, spec: &SynapseSpec, tenant_uid: u32, plan: &matrixhost_api::Plan) -> Result<(), RuntimeError> {
-        let result = self.start_and_wait(id, spec, tenant_uid, plan).await;
+    async fn start(&self, id: &HomeserverId, spec: &SynapseSpec, limits: Limits, tenant_uid: u32) -> Result<(), RuntimeError> {
+        let result = self.start_and_wait(id, spec, limits, tenant_uid).await;
         match &result {
             Ok(()) => self.start_backoff.succeeded(id.as_str()),
             Err(err) => {
@@ -193,9 +192,8 @@ impl Runtime {
         result
     }
 
-    async fn start_and_wait(&self, id: &HomeserverId, spec: &SynapseSpec, tenant_uid: u32, plan: &matrixhost_api::Plan) -> Result<(), RuntimeError> {
+    async fn start_and_wait(&self, id: &HomeserverId, spec: &SynapseSpec, limits: Limits, tenant_uid: u32) -> Result<(), RuntimeError> {
         let attempt = correlation_id();
-        let limits = matrixhost_agent_api::Limits { memory_mb: plan.limits.memory_mb, cpu_millicores: plan.limits.cpu_millicores };
         self.agent().start(id, spec, limits, &attempt).await?;
         let socket = self.platform.dirs.homeserver_socket(id).ok_or_else(|| RuntimeError::internal("no socket directory without the runtime"))?;
         let started = Instant::now();
@@ -295,9 +293,7 @@ impl Runtime {
     async fn sync_accounts(&self, target: &Target, admin: &MatrixAdmin, token: &str) -> Result<bool, RuntimeError> {
         let mut created = false;
         for r in &target.reserved {
-            let Some(localpart) = &r.localpart else {
-                continue;
-            };
+            let Some(localpart) = &r.localpart else { continue };
             if r.synced_version == Some(r.version) {
                 continue;
             }
@@ -334,10 +330,9 @@ impl Runtime {
             Err(e) => return tracing::debug!(homeserver_id = %id, error = %e, "could not read consents"),
         };
         let suffix = format!(":{server_name}");
-        let ours = |v: &str| v.len() == 13 && v.starts_with('v') && v[1..].bytes().all(|b| b.is_ascii_hexdigit());
         let rows: Vec<_> = consents
             .into_iter()
-            .filter(|c| c.user_id.ends_with(&suffix) && ours(&c.version))
+            .filter(|c| c.user_id.ends_with(&suffix) && privacy_notice::is_version(&c.version))
             .filter_map(|c| Some((c.user_id, c.version, Utc.timestamp_millis_opt(c.accepted_at_ms).single()?)))
             .collect();
         if let Err(e) = store::record_consents(&self.platform.db, id.as_str(), &rows).await {
@@ -388,7 +383,7 @@ impl Runtime {
             monthly_active_users: mau.saturating_sub(1),
             registered_users: registered.saturating_sub(1),
             volume_bytes_used: volume.used_bytes,
-            volume_bytes_total: volume.size_bytes,
+            volume_size_bytes: volume.size_bytes,
         })
     }
 }
