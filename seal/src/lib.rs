@@ -14,7 +14,7 @@ use std::path::Path;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox};
+pub use secrecy::{ExposeSecret, SecretBox};
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +46,8 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Loads the key (64 hex characters), creating it (mode 0600) if the file does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, SealError> {
-        let shown = path.display().to_string();
-        if !path.exists() {
-            let mut key = Zeroizing::new([0u8; 32]);
-            rand::rngs::OsRng.fill_bytes(key.as_mut());
-            let text = Zeroizing::new(hex::encode(key.as_ref()));
-            write_secret_file(path, text.as_bytes()).map_err(|source| SealError::WriteKey { path: shown.clone(), source })?;
-            tracing::info!(path = %shown, "created a new sealing key");
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| SealError::ReadKey { path: shown.clone(), source })?);
-        let bytes: SecretBox<Vec<u8>> =
-            SecretBox::new(Box::new(hex::decode(text.trim()).ok().filter(|b| b.len() == 32).ok_or(SealError::BadKey { path: shown })?));
-        Ok(Self { cipher: XChaCha20Poly1305::new(Key::from_slice(bytes.expose_secret())) })
+        let key = load_or_create_key(path)?;
+        Ok(Self { cipher: XChaCha20Poly1305::new(Key::from_slice(key.expose_secret())) })
     }
 
     /// `hex(nonce || ciphertext)`, authenticated together with `context`.
@@ -86,6 +76,23 @@ impl Sealer {
         let plain = self.open(sealed, context)?;
         String::from_utf8(plain.to_vec()).map(Zeroizing::new).map_err(|_| SealError::Malformed)
     }
+}
+
+/// A 256-bit key kept as 64 hex characters in `path`, made (mode 0600) on first use. The
+/// sealing key uses it, and so does any other key that must stay outside the database (the
+/// password pepper).
+pub fn load_or_create_key(path: &Path) -> Result<SecretBox<Vec<u8>>, SealError> {
+    let shown = path.display().to_string();
+    if !path.exists() {
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut());
+        let text = Zeroizing::new(hex::encode(key.as_ref()));
+        write_secret_file(path, text.as_bytes()).map_err(|source| SealError::WriteKey { path: shown.clone(), source })?;
+        tracing::info!(path = %shown, "created a new key file");
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| SealError::ReadKey { path: shown.clone(), source })?);
+    let bytes = hex::decode(text.trim()).ok().filter(|b| b.len() == 32).ok_or(SealError::BadKey { path: shown })?;
+    Ok(SecretBox::new(Box::new(bytes)))
 }
 
 /// Writes a secret through a fresh 0600 temporary file (created exclusively, so a symlink

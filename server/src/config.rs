@@ -42,7 +42,8 @@ fn test_clock_allowed(wanted: bool) -> anyhow::Result<bool> {
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
     /// Config file (TOML). Keys: listen, state_dir, database_url, platform_domain, user,
-    /// rate_limit_per_second, rate_limit_burst, homeserver_ports, mau_trial_days, [catalog].
+    /// rate_limit_per_second, rate_limit_burst, homeserver_ports, mau_trial_days, smtp_url,
+    /// mail_from, public_url, [catalog].
     #[arg(long, env = "MATRIXHOSTD_CONFIG")]
     pub config: Option<PathBuf>,
     /// State directory, shared with matrixhost-agent: the control plane keeps its database and
@@ -86,6 +87,15 @@ pub struct ServeArgs {
     /// Burst of requests allowed per API token.
     #[arg(long, env = "MATRIXHOSTD_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
+    /// The mail relay: `smtp://[user:pass@]host[:port]` (STARTTLS whenever the relay offers
+    /// it) or `smtps://...`. Without one, `--dev` delivers into STATE_DIR/api/maildir and
+    /// otherwise mail waits in the outbox.
+    #[arg(long, env = "MATRIXHOSTD_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The console's address as customers reach it (links in mail; `https://` makes cookies
+    /// Secure). Default: http:// and the listen address.
+    #[arg(long, env = "MATRIXHOSTD_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// The config file's shape.
@@ -104,6 +114,9 @@ struct FileConfig {
     catalog: Option<Catalog>,
     homeserver_ports: Option<[u16; 2]>,
     mau_trial_days: Option<u32>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    public_url: Option<String>,
 }
 
 /// Everything resolved.
@@ -124,6 +137,12 @@ pub struct Settings {
     pub catalog: Catalog,
     /// How homeservers are run; `None` with `--no-runtime`.
     pub runtime: Option<RuntimeSettings>,
+    /// The mail relay (may hold a password: never logged).
+    pub smtp_url: Option<String>,
+    /// The sender of the platform's mail.
+    pub mail_from: String,
+    /// The console's public base URL; `None`: http:// and the bound address.
+    pub public_url: Option<String>,
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -166,13 +185,21 @@ impl Settings {
             interval: Duration::from_secs(5),
         });
         let test_clock = test_clock_allowed(args.test_clock || file.test_clock.unwrap_or(false))?;
+        let platform_domain = file.platform_domain.unwrap_or_else(|| "matrixhost.localhost".into());
+        let public_url = args.public_url.clone().or(file.public_url).map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url {
+            anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "public_url must start with http:// or https://");
+        }
         Ok(Settings {
             runtime,
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid")),
             user: args.store.user.clone().or(file.user).unwrap_or_else(|| DEFAULT_USER.into()),
             state_dir,
             database_url,
-            platform_domain: file.platform_domain.unwrap_or_else(|| "matrixhost.localhost".into()),
+            mail_from: file.mail_from.unwrap_or_else(|| format!("matrixhost <noreply@{platform_domain}>")),
+            platform_domain,
+            smtp_url: args.smtp_url.clone().or(file.smtp_url),
+            public_url,
             rate_limit_per_second,
             rate_limit_burst: args.rate_limit_burst.or(file.rate_limit_burst).unwrap_or(100).max(1),
             test_clock,

@@ -50,6 +50,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
         sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         sqlx::query("PRAGMA synchronous = FULL").execute(&pool).await?;
         sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await?;
+        // R18: erased rows are overwritten, not left readable in free pages.
+        sqlx::query("PRAGMA secure_delete = ON").execute(&pool).await?;
     }
     migrate(&pool).await?;
     Ok(pool)

@@ -17,9 +17,11 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod housekeeping;
 pub mod http;
 pub mod ids;
 pub mod ingress;
+pub mod mail;
 pub mod operator;
 pub mod platform;
 pub mod runtime;
@@ -86,9 +88,15 @@ pub async fn serve(platform: Platform) -> anyhow::Result<()> {
     // R4: backups next to the runtime (without it, only retention runs).
     let backups = backup::Backups::new(platform.clone(), runtime.clone());
     tokio::spawn(backups.clone().run());
-    let app = Arc::new(http::App::new(platform.clone(), runtime, backups));
+    let (access_log, entries) = tokio::sync::mpsc::channel(10_000);
+    tokio::spawn(housekeeping::write_access_log(platform.clone(), entries));
+    let app = Arc::new(http::App::new(platform.clone(), runtime, backups, access_log));
     let listener = tokio::net::TcpListener::bind(platform.settings.listen).await.with_context(|| format!("cannot listen on {}", platform.settings.listen))?;
     let addr = listener.local_addr()?;
+    platform.bound_to(addr);
+    tracing::info!(transport = platform.mail.describe(), console = %format!("{}/console", platform.console_url()), "mail and console");
+    // Mail, R17 retention, session keys and erasures.
+    tokio::spawn(housekeeping::run(platform.clone()));
     // Tests and scripts read the bound address here (useful with port 0).
     std::fs::write(platform.dirs.api_file(ADDR_FILE), addr.to_string())?;
     let database = match &platform.settings.database_url {
@@ -102,7 +110,8 @@ pub async fn serve(platform: Platform) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
+    let service = http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     platform.db.close().await;
     tracing::info!("matrixhostd stopped");
     Ok(())

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use matrixhost_server::config::{ServeArgs, Settings, StoreArgs};
-use matrixhost_server::domain::{backups, orgs};
+use matrixhost_server::domain::{backups, orgs, sessions};
 use matrixhost_server::platform::Platform;
 use matrixhost_server::state::{self, StateDirs};
 use matrixhost_server::{db, operator};
@@ -38,6 +38,9 @@ enum Command {
     /// the running `matrixhostd serve` on the same state; the command waits for the outcome.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// The keys that sign console session cookies (R16).
+    #[command(subcommand)]
+    SessionKeys(SessionKeysCommand),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
     /// Print the OpenAPI document.
@@ -73,6 +76,18 @@ enum TokenCommand {
     /// Revoke a token by id.
     Revoke {
         id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionKeysCommand {
+    /// Make a new signing key now. With --retire-old every older key stops verifying at once,
+    /// which logs out every session (for a key that may have leaked).
+    Rotate {
+        #[arg(long)]
+        retire_old: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -190,7 +205,7 @@ fn prepare(command: &Command) -> anyhow::Result<Option<Prepared>> {
     let settings = match command {
         Command::Openapi => return Ok(None),
         Command::Serve(args) => Settings::resolve(args)?,
-        Command::Migrate(store) => Settings::for_store(store)?,
+        Command::Migrate(store) | Command::SessionKeys(SessionKeysCommand::Rotate { store, .. }) => Settings::for_store(store)?,
         Command::Token(TokenCommand::Create { store, .. } | TokenCommand::List { store, .. } | TokenCommand::Revoke { store, .. }) => Settings::for_store(store)?,
         Command::Org(OrgCommand::Create { store, .. } | OrgCommand::Verify { store, .. }) => Settings::for_store(store)?,
         Command::Homeserver(HomeserverCommand::Block { store, .. } | HomeserverCommand::Unblock { store, .. }) => Settings::for_store(store)?,
@@ -221,6 +236,11 @@ async fn run(command: Command, prepared: Option<Prepared>) -> anyhow::Result<()>
             Ok(())
         }
         Command::Org(OrgCommand::Verify { name, .. }) => Ok(orgs::verify_org(&p.db, &name).await?),
+        Command::SessionKeys(SessionKeysCommand::Rotate { retire_old, .. }) => {
+            let retired = sessions::rotate_now(&p.db, &p.sealer, retire_old, p.clock.now()).await?;
+            eprintln!("made a new session signing key; retired {retired} older key(s)");
+            Ok(())
+        }
         Command::Homeserver(HomeserverCommand::Block { id, reason, .. }) => operator::block_homeserver(&p, &id, &reason).await,
         Command::Homeserver(HomeserverCommand::Unblock { id, .. }) => operator::unblock_homeserver(&p, &id).await,
         #[cfg(feature = "test-hooks")]

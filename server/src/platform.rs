@@ -10,7 +10,10 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{self, Db};
-use crate::state::{StateDirs, SECRETS_KEY_FILE};
+use crate::domain::accounts::Accounts;
+use crate::domain::passwords::Hasher;
+use crate::mail::Transport;
+use crate::state::{StateDirs, MAILDIR, PEPPER_FILE, SECRETS_KEY_FILE};
 
 #[derive(Debug)]
 pub struct Platform {
@@ -23,8 +26,15 @@ pub struct Platform {
     pub dirs: StateDirs,
     /// The node agent, when homeservers are hosted.
     pub agent: Option<AgentClient>,
+    /// R14: hashes customer passwords with the pepper from `STATE/api`.
+    pub hasher: Hasher,
+    /// How the outbox's mail leaves.
+    pub mail: Transport,
+    /// The console's base URL, once known (the configured one, or the bound address).
+    public_url: std::sync::OnceLock<String>,
     wake_runtime: Notify,
     wake_backups: Notify,
+    wake_housekeeping: Notify,
 }
 
 impl Platform {
@@ -38,7 +48,65 @@ impl Platform {
             _ => None,
         };
         let clock = if settings.test_clock { Clock::adjustable() } else { Clock::system() };
-        Ok(Platform { db, settings, clock, sealer, dirs, agent, wake_runtime: Notify::new(), wake_backups: Notify::new() })
+        let pepper = matrixhost_seal::load_or_create_key(&dirs.api_file(PEPPER_FILE)).context("the password pepper")?;
+        let mail = match (&settings.smtp_url, settings.dev) {
+            (Some(url), _) => Transport::smtp(url)?,
+            (None, true) => Transport::Maildir(dirs.api_file(MAILDIR)),
+            (None, false) => Transport::Unconfigured,
+        };
+        let public_url = std::sync::OnceLock::new();
+        if let Some(url) = &settings.public_url {
+            let _ = public_url.set(url.clone());
+        }
+        Ok(Platform {
+            db,
+            settings,
+            clock,
+            sealer,
+            dirs,
+            agent,
+            hasher: Hasher::new(pepper),
+            mail,
+            public_url,
+            wake_runtime: Notify::new(),
+            wake_backups: Notify::new(),
+            wake_housekeeping: Notify::new(),
+        })
+    }
+
+    /// Records the bound address as the console's URL, unless one was configured.
+    pub fn bound_to(&self, addr: std::net::SocketAddr) {
+        let _ = self.public_url.set(format!("http://{addr}"));
+    }
+
+    /// The console's base URL (links in mail).
+    pub fn console_url(&self) -> &str {
+        self.public_url.get().map(String::as_str).unwrap_or("http://localhost")
+    }
+
+    /// Whether cookies get the `Secure` flag: the console is reached over HTTPS.
+    pub fn console_is_https(&self) -> bool {
+        self.console_url().starts_with("https://")
+    }
+
+    /// Customer accounts, with what they need from the platform.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts {
+            db: &self.db,
+            sealer: &self.sealer,
+            hasher: &self.hasher,
+            console_url: self.console_url(),
+            terms_version: &self.settings.catalog.terms_version,
+        }
+    }
+
+    /// Tells the housekeeping worker that mail is waiting (or that the test clock moved).
+    pub fn mail_queued(&self) {
+        self.wake_housekeeping.notify_one();
+    }
+
+    pub(crate) async fn housekeeping_woken(&self) {
+        self.wake_housekeeping.notified().await
     }
 
     /// Whether homeservers are really run (false with `--no-runtime`).

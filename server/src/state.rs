@@ -26,6 +26,10 @@ pub const DATABASE_FILE: &str = "matrixhost.db";
 pub const SECRETS_KEY_FILE: &str = "secrets.key";
 pub const DEV_TOKEN_FILE: &str = "dev-token";
 pub const ADDR_FILE: &str = "matrixhostd.addr";
+/// R14: the password pepper (never in the database).
+pub const PEPPER_FILE: &str = "password-pepper.key";
+/// `--dev` without a mail relay: mail is delivered here.
+pub const MAILDIR: &str = "maildir";
 
 /// The control plane's directories, held open.
 #[derive(Debug)]
@@ -126,7 +130,7 @@ fn prepare_as_root(layout: &StateLayout, account: &User) -> Result<()> {
     }
     chown_mode(&api, uid, gid, 0o700)?;
     let dir = rustix::fs::open(&api, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-    for name in [DATABASE_FILE, "matrixhost.db-wal", "matrixhost.db-shm", SECRETS_KEY_FILE, DEV_TOKEN_FILE, ADDR_FILE] {
+    for name in [DATABASE_FILE, "matrixhost.db-wal", "matrixhost.db-shm", SECRETS_KEY_FILE, PEPPER_FILE, DEV_TOKEN_FILE, ADDR_FILE] {
         let Ok(fd) = rustix::fs::openat(&dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty()) else {
             continue;
         };

@@ -202,6 +202,11 @@ fn drop_postgres_database(url: &str) {
 // ----------------------------------------------------------------- binaries ---------------
 
 /// The workspace root (the parent of this crate).
+/// The project's tools (`scripts/setup.sh`): `$MATRIXHOST_TOOLS_DIR` or `<workspace>/.tools`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("MATRIXHOST_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".tools"))
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
@@ -1064,6 +1069,8 @@ pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
 }
 
 pub mod backups;
+pub mod console;
+pub mod mail;
 pub mod modules;
 pub mod runtime;
 pub mod terraform;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{workspace_root, TestServer};
+use crate::TestServer;
 
 /// The provider's source address in configurations.
 pub const SOURCE: &str = "terraform.local/matrixhost/matrixhost";
@@ -42,7 +42,7 @@ pub fn required_providers() -> String {
 /// The Terraform binary: `$MATRIXHOST_TOOLS_DIR/bin/terraform` or `<workspace>/.tools/bin/terraform`
 /// (installed by `scripts/setup.sh`).
 pub fn terraform_bin() -> PathBuf {
-    let tools = std::env::var_os("MATRIXHOST_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".tools"));
+    let tools = crate::tools_dir();
     let bin = tools.join("bin/terraform");
     assert!(bin.exists(), "{} does not exist: run scripts/setup.sh (it installs Terraform 1.0.3)", bin.display());
     bin

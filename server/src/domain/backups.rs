@@ -325,6 +325,24 @@ pub async fn expired(db: &Db, now: DateTime<Utc>) -> DomainResult<Vec<BackupRef>
     rows.iter().map(backup_ref_from_row).collect()
 }
 
+/// R18: an organization being erased: its queued backups are cancelled, and every backup
+/// that is not being written or read is returned for deletion.
+pub async fn erasable_of_org(db: &Db, org_id: &str, now: DateTime<Utc>) -> DomainResult<Vec<BackupRef>> {
+    sqlx::query("UPDATE backups SET status = 'failed', finished_at = $1, error = 'the account is being erased' WHERE org_id = $2 AND status = 'pending'")
+        .bind(ts(now))
+        .bind(org_id)
+        .execute(db)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT id, homeserver_id, status, object_key FROM backups WHERE org_id = $1 AND status IN ('completed', 'failed') \
+         AND id NOT IN (SELECT backup_id FROM restores WHERE status IN ('pending', 'running')) ORDER BY id",
+    )
+    .bind(org_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(backup_ref_from_row).collect()
+}
+
 /// The row goes after its archive, so a crash in between leaves a row whose archive is
 /// already gone, and deleting it again is harmless (idempotent).
 pub async fn delete_backup_row(db: &Db, id: &str) -> DomainResult<bool> {

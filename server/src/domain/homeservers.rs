@@ -355,3 +355,14 @@ pub async fn set_operator_block(db: &Db, id: &str, reason: Option<&str>) -> Doma
     }
     Ok(())
 }
+
+/// R18: the organization's homeservers not yet being deleted.
+pub async fn ids_of_org(db: &Db, org_id: &str) -> DomainResult<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT id FROM homeservers WHERE org_id = $1 AND status <> 'deleting' ORDER BY id").bind(org_id).fetch_all(db).await?)
+}
+
+/// R18: an erasure the customer confirmed overrides the protection against stray deletes.
+pub async fn lift_deletion_protection(tx: &mut Tx<'_>, id: &str) -> DomainResult<()> {
+    sqlx::query("UPDATE homeservers SET deletion_protection = 0 WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    Ok(())
+}

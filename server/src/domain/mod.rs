@@ -2,6 +2,9 @@
 //! resource. Functions here return [`DomainError`]; what that means in HTTP is decided in
 //! `http/`, and the workers (`runtime/`, `backup/`) use the same functions without any HTTP.
 
+pub mod access_log;
+pub mod account_links;
+pub mod accounts;
 pub mod backup_policies;
 pub mod backup_schedule;
 pub mod backups;
@@ -9,8 +12,11 @@ pub mod billing_plans;
 pub mod events;
 pub mod homeservers;
 pub mod orgs;
+pub mod outbox;
+pub mod passwords;
 pub mod reserved_users;
 pub mod runtime;
+pub mod sessions;
 
 use matrixhost_api::RuleError;
 

@@ -14,10 +14,15 @@ use crate::db::{ts, Db, RowExt};
 
 pub const TOKEN_PREFIX: &str = "mh_";
 
-pub fn generate_token() -> String {
+/// 256 random bits as hex: API tokens, one-time links and session secrets.
+pub fn generate_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+    hex::encode(bytes)
+}
+
+pub fn generate_token() -> String {
+    format!("{TOKEN_PREFIX}{}", generate_secret())
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -57,9 +62,10 @@ pub async fn authenticate(db: &Db, last_used: &LastUsed, token: &str, now: DateT
     }
     let row = sqlx::query(
         "SELECT t.id AS token_id, o.id AS org_id, o.name, o.email_verified FROM api_tokens t \
-         JOIN organizations o ON o.id = t.org_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+         JOIN organizations o ON o.id = t.org_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)",
     )
     .bind(hash_token(token))
+    .bind(ts(now))
     .fetch_optional(db)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -125,14 +131,20 @@ pub async fn verify_org(db: &Db, name: &str) -> DomainResult<()> {
 
 /// Creates a token and returns `(id, secret)`. The secret is not stored.
 pub async fn create_token(db: &Db, org_id: &str, description: &str, now: DateTime<Utc>) -> DomainResult<(String, String)> {
+    create_expiring_token(db, org_id, description, None, now).await
+}
+
+/// A token that stops working at `expires_at` (`None`: when revoked).
+pub async fn create_expiring_token(db: &Db, org_id: &str, description: &str, expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DomainResult<(String, String)> {
     let id = crate::ids::new_id("tok");
     let token = generate_token();
-    sqlx::query("INSERT INTO api_tokens (id, org_id, token_hash, description, created_at) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query("INSERT INTO api_tokens (id, org_id, token_hash, description, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&id)
         .bind(org_id)
         .bind(hash_token(&token))
         .bind(description)
         .bind(ts(now))
+        .bind(expires_at.map(ts))
         .execute(db)
         .await?;
     Ok((id, token))
@@ -144,10 +156,11 @@ pub struct TokenInfo {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    pub expires_at: Option<String>,
 }
 
 pub async fn list_tokens(db: &Db, org_id: &str) -> DomainResult<Vec<TokenInfo>> {
-    let rows = sqlx::query("SELECT id, description, created_at, last_used_at, revoked_at FROM api_tokens WHERE org_id = $1 ORDER BY created_at, id")
+    let rows = sqlx::query("SELECT id, description, created_at, last_used_at, revoked_at, expires_at FROM api_tokens WHERE org_id = $1 ORDER BY created_at, id")
         .bind(org_id)
         .fetch_all(db)
         .await?;
@@ -159,6 +172,7 @@ pub async fn list_tokens(db: &Db, org_id: &str) -> DomainResult<Vec<TokenInfo>> 
                 created_at: r.text("created_at")?,
                 last_used_at: r.opt_text("last_used_at")?,
                 revoked_at: r.opt_text("revoked_at")?,
+                expires_at: r.opt_text("expires_at")?,
             })
         })
         .collect()
@@ -166,6 +180,20 @@ pub async fn list_tokens(db: &Db, org_id: &str) -> DomainResult<Vec<TokenInfo>> 
 
 pub async fn revoke_token(db: &Db, id: &str, now: DateTime<Utc>) -> DomainResult<()> {
     let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(ts(now)).bind(id).execute(db).await?;
+    if done.rows_affected() != 1 {
+        return Err(DomainError::NotFound("active token"));
+    }
+    Ok(())
+}
+
+/// The customer revokes one of their organization's tokens.
+pub async fn revoke_org_token(db: &Db, org_id: &str, id: &str, now: DateTime<Utc>) -> DomainResult<()> {
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL")
+        .bind(ts(now))
+        .bind(id)
+        .bind(org_id)
+        .execute(db)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(DomainError::NotFound("active token"));
     }

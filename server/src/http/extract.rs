@@ -41,7 +41,8 @@ where
             .ok_or_else(|| AppError::unauthorized("missing bearer token; send `Authorization: Bearer <token>`"))?;
         let now = app.platform.clock.now();
         let found = crate::domain::orgs::authenticate(&app.platform.db, &app.last_used, token, now).await?;
-        let principal = found.ok_or_else(|| AppError::unauthorized("unknown or revoked token"))?;
+        let principal = found.ok_or_else(|| AppError::unauthorized("unknown, expired or revoked token"))?;
+        super::note_org(&principal.org_id);
         if let Err(retry_after) = app.rate_limiter.check(&principal.token_id) {
             let mut err = AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry after {retry_after} s"));
             err.retry_after = Some(retry_after);

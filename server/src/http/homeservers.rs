@@ -89,17 +89,22 @@ async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Stri
 
 /// R23: counts and sizes from the running homeserver; never contents.
 async fn usage(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Json<HomeserverUsage>> {
+    Ok(Json(measure_usage(&app, &caller.org_id, &id).await?))
+}
+
+/// The usage of one of `org_id`'s homeservers, for the API and the console.
+pub(super) async fn measure_usage(app: &App, org_id: &str, id: &str) -> AppResult<HomeserverUsage> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
-    let hs = domain::load_or_404(&mut tx, &caller.org_id, &id).await?;
-    let sub = domain::subscription(&mut tx, &caller.org_id, &hs, p.clock.now()).await?;
+    let hs = domain::load_or_404(&mut tx, org_id, id).await?;
+    let sub = domain::subscription(&mut tx, org_id, &hs, p.clock.now()).await?;
     drop(tx);
     let runtime = app.runtime.as_ref().ok_or_else(|| AppError::conflict("not_running", "this matrixhostd runs no homeservers (--no-runtime)"))?;
     if !matches!(hs.status, HomeserverStatus::Running | HomeserverStatus::Blocked | HomeserverStatus::Updating) {
         return Err(AppError::conflict("not_running", format!("homeserver `{}` is {}; usage is measured once it runs", hs.name, hs.status.as_str())));
     }
     let measured = runtime.usage(&hs.id).await?;
-    Ok(Json(HomeserverUsage {
+    Ok(HomeserverUsage {
         homeserver_id: hs.id,
         monthly_active_users: measured.monthly_active_users,
         mau_cap: sub.mau_cap(&p.settings.catalog)?,
@@ -107,7 +112,7 @@ async fn usage(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Strin
         volume_bytes_used: measured.volume_bytes_used,
         volume_size_bytes: measured.volume_size_bytes,
         measured_at: p.clock.now(),
-    }))
+    })
 }
 
 async fn list_events(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, params: ListParams) -> AppResult<Json<Page<HomeserverEvent>>> {

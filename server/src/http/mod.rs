@@ -5,6 +5,7 @@
 mod backup_policies;
 mod backups;
 mod billing_plans;
+mod console;
 mod error;
 mod extract;
 mod homeservers;
@@ -15,10 +16,11 @@ mod reserved_users;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +32,7 @@ pub use extract::{ApiJson, Caller, IdempotencyKey, IfMatch, ListParams, Versione
 pub use ratelimit::RateLimiter;
 
 use crate::backup::Backups;
+use crate::domain::access_log::Entry;
 use crate::domain::orgs::LastUsed;
 use crate::platform::Platform;
 use crate::runtime::Runtime;
@@ -43,19 +46,25 @@ pub struct App {
     /// The homeserver runtime, unless started with `--no-runtime`.
     pub runtime: Option<Arc<Runtime>>,
     pub backups: Arc<Backups>,
+    /// R17: where each request's access-log entry goes (written in batches).
+    pub access_log: tokio::sync::mpsc::Sender<Entry>,
+    /// Log-in attempts per account and per address, sign-ups and reset mails per address.
+    pub throttle: console::Throttle,
     /// Test hook: injected responses (`POST /v1/_test/faults`).
     #[cfg(feature = "test-hooks")]
     pub faults: test_hooks::Faults,
 }
 
 impl App {
-    pub fn new(platform: Arc<Platform>, runtime: Option<Arc<Runtime>>, backups: Arc<Backups>) -> App {
+    pub fn new(platform: Arc<Platform>, runtime: Option<Arc<Runtime>>, backups: Arc<Backups>, access_log: tokio::sync::mpsc::Sender<Entry>) -> App {
         let s = &platform.settings;
         App {
             rate_limiter: RateLimiter::new(s.rate_limit_per_second, s.rate_limit_burst),
             last_used: LastUsed::default(),
             runtime,
             backups,
+            access_log,
+            throttle: console::Throttle::default(),
             #[cfg(feature = "test-hooks")]
             faults: test_hooks::Faults::default(),
             platform,
@@ -65,6 +74,13 @@ impl App {
 
 tokio::task_local! {
     static REQUEST_ID: String;
+    /// The organization the request turned out to act for, once authenticated (R17).
+    static REQUEST_ORG: Arc<Mutex<Option<String>>>;
+}
+
+/// Records which organization the current request acts for, for its access-log entry.
+pub fn note_org(org_id: &str) {
+    let _ = REQUEST_ORG.try_with(|org| *org.lock().unwrap_or_else(|e| e.into_inner()) = Some(org_id.to_owned()));
 }
 
 /// The id of the request being handled, for error bodies. Outside a request: `-`.
@@ -82,12 +98,28 @@ fn choose_request_id(req: &Request) -> String {
         .unwrap_or_else(|| format!("req_{}", crate::ids::random_suffix()))
 }
 
-/// Runs the request inside a span carrying its id, so every log line it causes names it.
-async fn request_context(req: Request, next: Next) -> Response {
+/// Runs the request inside a span carrying its id, so every log line it causes names it, and
+/// queues its access-log entry (R17).
+async fn request_context(axum::extract::State(app): axum::extract::State<Arc<App>>, req: Request, next: Next) -> Response {
     let id = choose_request_id(&req);
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let (method, path) = (req.method().to_string(), req.uri().path().chars().take(512).collect::<String>());
+    let org = Arc::new(Mutex::new(None));
+    let mut response = REQUEST_ID.scope(id.clone(), REQUEST_ORG.scope(org.clone(), next.run(req).instrument(span.clone()))).await;
+    let entry = Entry {
+        at: app.platform.clock.now(),
+        ip,
+        org_id: org.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        method,
+        path,
+        status: response.status().as_u16(),
+        request_id: id.clone(),
+    };
+    if app.access_log.try_send(entry).is_err() {
+        span.in_scope(|| tracing::warn!("the access-log queue is full; an entry was dropped"));
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(matrixhost_api::REQUEST_ID, value);
     }
@@ -117,7 +149,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(homeservers::routes())
         .merge(reserved_users::routes())
         .merge(backup_policies::routes())
-        .merge(backups::routes());
+        .merge(backups::routes())
+        .merge(console::routes(app.clone()));
     #[cfg(feature = "test-hooks")]
     let routes = test_hooks::install(routes, app.clone());
     routes
@@ -125,6 +158,6 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(1 << 20))
-        .layer(axum::middleware::from_fn(request_context))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), request_context))
         .with_state(app)
 }

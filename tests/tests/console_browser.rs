@@ -1,0 +1,83 @@
+//! The console in real headless Chromium (Debian's, driven by playwright-core), with mail
+//! through a real SMTP server and the token it makes used by the real Terraform provider:
+//! sign up and verify, log in, create a token, apply with it, log out, reset the password,
+//! change the email address, export the data and delete the account.
+
+use std::path::Path;
+use std::process::Command;
+
+use matrixhost_tests::backups::advance_clock;
+use matrixhost_tests::mail::{wait_for_mail, SmtpServer};
+use matrixhost_tests::terraform::Terraform;
+use matrixhost_tests::{assert_api_error, expect_status, tools_dir, workspace_bin, workspace_root, Backend, TestServer, Value};
+
+const EMAIL: &str = "it-lead@acme.example";
+const NEW_EMAIL: &str = "platform@acme.example";
+const PASSWORD: &str = "harbour lights ninety";
+const NEW_PASSWORD: &str = "winter orchard seven";
+
+/// Runs one phase of `tests/browser/console_flow.cjs`; returns what it wrote.
+fn browser_phase(phase: &str, server: &TestServer, smtp: &SmtpServer, work: &Path) -> Value {
+    let playwright = tools_dir().join("browser/node_modules/playwright-core");
+    assert!(playwright.exists(), "{} is missing; run scripts/setup.sh", playwright.display());
+    let out_file = work.join(format!("{phase}.json"));
+    let output = Command::new("node")
+        .arg(workspace_root().join("tests/browser/console_flow.cjs"))
+        .arg(phase)
+        .env("PLAYWRIGHT_CORE", &playwright)
+        .env("CONSOLE_URL", server.base_url())
+        .env("MAILDIR", smtp.maildir())
+        .env("STATE_FILE", work.join("browser-state.json"))
+        .env("OUT_FILE", &out_file)
+        .env("EMAIL", EMAIL)
+        .env("NEW_EMAIL", NEW_EMAIL)
+        .env("ORG", "acme")
+        .env("PASSWORD", PASSWORD)
+        .env("NEW_PASSWORD", NEW_PASSWORD)
+        .output()
+        .expect("running node");
+    assert!(
+        output.status.success(),
+        "browser phase `{phase}` failed:\n{}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+    serde_json::from_slice(&std::fs::read(&out_file).expect("the phase's result")).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_customer_goes_from_sign_up_to_deletion_in_a_real_browser() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::builder(&workspace_bin("matrixhostd"), Backend::Sqlite).args(["--test-clock", "--smtp-url", &smtp.url()]).start().await;
+    let work = tempfile::tempdir().unwrap();
+
+    let signed_up = browser_phase("signup", &server, &smtp, work.path());
+    let token = signed_up["token"].as_str().expect("the token the console showed").to_owned();
+
+    // The console's token drives the Terraform provider; the billing plan needs the verified
+    // address (R15), so this also proves the verification took.
+    let tf = Terraform::with_credentials(Some(&server.base_url()), Some(&token));
+    tf.write_main("resource \"matrixhost_billing_plan\" \"bp\" {\n  plan = \"nickel\"\n}\n");
+    tf.init();
+    tf.apply().assert_contains("Creation complete");
+    tf.assert_no_changes();
+    let plan_id = tf.values("matrixhost_billing_plan.bp")["id"].as_str().unwrap().to_owned();
+
+    let rest = browser_phase("rest", &server, &smtp, work.path());
+    let export: Value = serde_json::from_slice(&std::fs::read(rest["exportFile"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(export["account"]["email"], NEW_EMAIL, "the export has the changed address");
+    assert_eq!(export["billing_plans"][0]["id"], plan_id.as_str(), "and the plan Terraform made");
+    assert!(export["access_log"].as_array().unwrap().iter().any(|e| e["path"] == "/v1/billing-plans" && e["ip"] == "127.0.0.1"), "R17 entries");
+    assert!(export["account"]["deletion_due_at"].is_null(), "exported before the deletion was asked");
+
+    // The API still answers during the grace period; after it, everything is gone.
+    let api = server.client().with_token(&token);
+    expect_status(&api.get(&format!("/v1/billing-plans/{plan_id}")).await, 200);
+    advance_clock(&server.client(), 7 * 86_400 + 60).await;
+    wait_for_mail(&smtp.maildir(), NEW_EMAIL, "account was deleted", 0).await;
+    assert_api_error(&api.get("/v1/billing-plans").await, 401, None, None);
+    for secret in [PASSWORD, NEW_PASSWORD, &token[3..]] {
+        assert!(!server.log().contains(secret), "a secret reached the server log");
+    }
+}
