@@ -9,6 +9,12 @@
 #   MATRIXHOST_DEMO_PORT=8787  port for matrixhostd
 #   MATRIXHOST_DEMO_EXIT=1     stop matrixhostd after the demo instead of
 #                              staying up (also the default when CI is set)
+#   MATRIXHOST_DEMO_ONBOARD=signup
+#                              onboard a customer through the console instead
+#                              of using the dev bootstrap's token: sign up,
+#                              verify through the mailed link (read from the
+#                              dev Maildir), log in and create an API token
+#                              (scripts/onboard.py), then apply with it
 #
 # Reruns are idempotent: the state (matrixhostd's database, the Terraform state
 # and the admin password) lives in .state/demo/, so a second run applies no
@@ -31,7 +37,13 @@ TOKEN_FILE="$STATE_DIR/api/dev-token"
 PASSWORD_FILE="$STATE_DIR/admin-password"
 MIRROR="$STATE_DIR/terraform-mirror"
 TF_RC="$STATE_DIR/terraform.rc"
-WORKDIR="$STATE_DIR/quickstart"
+ONBOARD="${MATRIXHOST_DEMO_ONBOARD:-dev}"
+case "$ONBOARD" in
+    dev) WORKDIR="$STATE_DIR/quickstart" ;;
+    # Another organization: its own Terraform state.
+    signup) WORKDIR="$STATE_DIR/quickstart-signup" ;;
+    *) printf '[demo] ERROR: MATRIXHOST_DEMO_ONBOARD must be dev or signup\n' >&2; exit 1 ;;
+esac
 EXAMPLE="$ROOT/examples/quickstart"
 SERVER_BIN="$ROOT/target/release/matrixhostd"
 AGENT_BIN="$ROOT/target/release/matrixhost-agent"
@@ -150,6 +162,15 @@ if [[ "$healthy" -ne 1 ]]; then
 fi
 echo "matrixhostd is up (pid $SERVER_PID, user $(ps -o user= -p "$SERVER_PID" | tr -d ' '), log $(rel "$LOG_FILE"))"
 [[ -s "$TOKEN_FILE" ]] || die "no dev token at $(rel "$TOKEN_FILE")"
+echo "console: $BASE/console (mail goes to $(rel "$STATE_DIR/api/maildir"))"
+
+if [[ "$ONBOARD" == "signup" ]]; then
+    section "onboard: a customer signs up through the console"
+    python3 "$ROOT/scripts/onboard.py" --console "$BASE" --maildir "$STATE_DIR/api/maildir" \
+        --email "it@customer.example" --organization "customer" \
+        --password-file "$STATE_DIR/customer-password" --token-file "$STATE_DIR/customer-token"
+    TOKEN_FILE="$STATE_DIR/customer-token"
+fi
 
 section "install: the provider into the filesystem mirror $(rel "$MIRROR")"
 VERSION="$(cargo metadata --no-deps --format-version 1 | python3 -c '
@@ -272,6 +293,7 @@ Terraform:      the quickstart's state is in $(rel "$WORKDIR"); to plan or chang
                   export TF_VAR_admin_password="\$(cat $PASSWORD_FILE)"
                   cd $WORKDIR && $TERRAFORM plan
 API:            $BASE   (token in $(rel "$TOKEN_FILE"), log in $(rel "$LOG_FILE"))
+Console:        $BASE/console   (sign up, tokens, data export; mail in $(rel "$STATE_DIR/api/maildir"))
 Guides:         docs/guides/getting-started.md, docs/guides/enterprise-onboarding.md
                 (homeservers keep running when matrixhostd or the agent stops; the
                 agent finds them again in their cgroups when it starts)

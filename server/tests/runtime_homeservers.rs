@@ -537,3 +537,44 @@ fn file_contains(path: &std::path::Path, needle: &[u8]) -> bool {
         carry.drain(..carry.len() - keep);
     }
 }
+
+/// R18: erasing an account takes its running homeservers (volume, tenant, processes) and its
+/// backup archives with it.
+#[tokio::test]
+async fn r18_erasing_an_account_removes_its_homeservers_and_backups() {
+    use matrixhost_tests::backups::{advance_clock, archive_path, take_backup};
+    use matrixhost_tests::console::Browser;
+    use matrixhost_tests::mail::{link_to, wait_for_mail, SmtpServer};
+    if !runtime_available("r18_erasure") {
+        return;
+    }
+    let smtp = SmtpServer::start().await;
+    let server = RuntimeServer::start(&["--smtp-url", &smtp.url()]).await;
+    let b = Browser::new(&server);
+    b.sign_up("ops@erased.example", "erased", PASSWORD).await;
+    let verify = link_to(&wait_for_mail(&smtp.maildir(), "ops@erased.example", "Verify", 0).await.text, "/console/verify");
+    b.follow_link(&verify, &[]).await;
+    b.log_in("ops@erased.example", PASSWORD).await;
+    let page = b.submit("/console/tokens", &[("name", "ci"), ("expires_in_days", "0")]).await;
+    let at = page.body.find("id=\"new-token\">").unwrap() + "id=\"new-token\">".len();
+    let client = server.client().with_token(&page.body[at..at + 67]);
+
+    let hs = create_homeserver(&client, "nickel", "chat", json!({ "deletion_protection": true })).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    wait_status(&client, &id, "running").await;
+    let backup = take_backup(&client, &id).await;
+    let archive = archive_path(server.state_dir(), &id, backup["id"].as_str().unwrap());
+    assert!(archive.exists());
+    let console = b.get(&format!("/console/homeservers/{id}")).await;
+    assert!(console.body.contains("Monthly active users") && console.body.contains("<svg"), "usage is drawn (R23)");
+
+    b.submit("/console/account/delete", &[("confirm", "erased"), ("current_password", PASSWORD)]).await;
+    advance_clock(&server.client(), 7 * 86_400 + 60).await;
+    wait_for_mail(&smtp.maildir(), "ops@erased.example", "account was deleted", 0).await;
+    assert!(runtime::synapse_pids(&id).is_empty(), "synapse still runs");
+    assert!(!server.image_path(&id).exists(), "the volume image is still there");
+    assert!(!archive.exists(), "the backup archive is still there");
+    let user = std::process::Command::new("id").arg(runtime::tenant_user_name(&id)).output().unwrap();
+    assert!(!user.status.success(), "the tenant user still exists");
+    assert_api_error(&client.get("/v1/homeservers").await, 401, None, None);
+}
