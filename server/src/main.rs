@@ -274,7 +274,7 @@ async fn run(command: Command, prepared: Option<Prepared>) -> anyhow::Result<()>
             Ok(())
         }
         Command::Token(TokenCommand::Revoke { id, .. }) => {
-            orgs::revoke_token(&p.db, &id, p.clock.now()).await.map_err(|e| anyhow::anyhow!("token {id}: {e}"))?;
+            orgs::revoke_token(&p.db, None, &id, p.clock.now()).await.map_err(|e| anyhow::anyhow!("token {id}: {e}"))?;
             eprintln!("revoked token {id}");
             Ok(())
         }

@@ -178,20 +178,13 @@ pub async fn list_tokens(db: &Db, org_id: &str) -> DomainResult<Vec<TokenInfo>> 
         .collect()
 }
 
-pub async fn revoke_token(db: &Db, id: &str, now: DateTime<Utc>) -> DomainResult<()> {
-    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(ts(now)).bind(id).execute(db).await?;
-    if done.rows_affected() != 1 {
-        return Err(DomainError::NotFound("active token"));
-    }
-    Ok(())
-}
-
-/// The customer revokes one of their organization's tokens.
-pub async fn revoke_org_token(db: &Db, org_id: &str, id: &str, now: DateTime<Utc>) -> DomainResult<()> {
-    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL")
+/// Revokes a token: any token for the operator (`org_id` `None`), one of its own
+/// organization's for a customer.
+pub async fn revoke_token(db: &Db, org_id: Option<&str>, id: &str, now: DateTime<Utc>) -> DomainResult<()> {
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND ($3 = '' OR org_id = $3) AND revoked_at IS NULL")
         .bind(ts(now))
         .bind(id)
-        .bind(org_id)
+        .bind(org_id.unwrap_or(""))
         .execute(db)
         .await?;
     if done.rows_affected() != 1 {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::login::Notice;
 use super::pages::{self, csrf_field, field, field_with_id, form_error, layout, FormErrors};
-use super::signup::{invalid_link, CsrfOnly, TokenPost, TokenQuery};
+use super::signup::{confirm_link_page, invalid_link, CsrfOnly, TokenPost, TokenQuery};
 use super::{csrf_cookie, expired_cookie, page, see_other, session_cookie, Ctx, SignedIn, SESSION_COOKIE};
 use crate::db::ts;
 use crate::domain::{account_links, sessions, DomainError};
@@ -243,20 +243,7 @@ async fn show_confirm_email(State(app): State<Arc<App>>, Extension(ctx): Extensi
     if !account_links::is_usable(&p.db, &q.token, account_links::Purpose::ChangeEmail, p.clock.now()).await.unwrap_or(false) {
         return invalid_link(&ctx, "email change");
     }
-    page(
-        StatusCode::OK,
-        layout(
-            "Confirm your new email address",
-            &ctx.viewer(),
-            html! {
-                form method="post" action="/console/email/confirm" {
-                    (csrf_field(&ctx.csrf))
-                    input type="hidden" name="token" value=(q.token);
-                    button type="submit" { "Make this my address" }
-                }
-            },
-        ),
-    )
+    confirm_link_page(&ctx, "Confirm your new email address", "/console/email/confirm", &q.token, "Make this my address")
 }
 
 async fn confirm_email(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Form(post): Form<TokenPost>) -> Response {

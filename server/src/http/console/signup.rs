@@ -109,18 +109,23 @@ pub struct TokenPost {
     pub token: String,
 }
 
-/// A link opens a page with a button: mail scanners that fetch links do not use them up.
 async fn show_verify(Extension(ctx): Extension<Ctx>, Query(q): Query<TokenQuery>) -> Response {
+    confirm_link_page(&ctx, "Verify your email address", "/console/verify", &q.token, "Verify my email address")
+}
+
+/// A mailed link opens a page with a button that posts its token: mail scanners that fetch
+/// links do not use them up.
+pub fn confirm_link_page(ctx: &Ctx, title: &str, action: &str, token: &str, button: &str) -> Response {
     page(
         StatusCode::OK,
         layout(
-            "Verify your email address",
+            title,
             &ctx.viewer(),
             html! {
-                form method="post" action="/console/verify" {
+                form method="post" action=(action) {
                     (csrf_field(&ctx.csrf))
-                    input type="hidden" name="token" value=(q.token);
-                    button type="submit" { "Verify my email address" }
+                    input type="hidden" name="token" value=(token);
+                    button type="submit" { (button) }
                 }
             },
         ),

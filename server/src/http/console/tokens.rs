@@ -154,7 +154,7 @@ async fn revoke(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Pat
         Err(r) => return *r,
     };
     let p = &app.platform;
-    match orgs::revoke_org_token(&p.db, &signed.account.org_id, &token_id, p.clock.now()).await {
+    match orgs::revoke_token(&p.db, Some(&signed.account.org_id), &token_id, p.clock.now()).await {
         Ok(()) => {
             tracing::info!(token_id = %token_id, "API token revoked in the console");
             see_other("/console/tokens?notice=revoked")
