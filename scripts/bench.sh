@@ -6,8 +6,10 @@
 #   scripts/bench.sh                # every benchmark
 #   scripts/bench.sh sandbox        # what the bubblewrap sandbox costs (R3)
 #   scripts/bench.sh backup         # backup and restore throughput, daemon memory (R4)
+#   scripts/bench.sh provider       # the Terraform provider against HashiCorp's Go null provider
 #
-# Knobs: MH_BENCH_HOMESERVERS, MH_BENCH_ROUNDS, MH_BENCH_REQUESTS (sandbox), MH_BENCH_DB_MB (backup).
+# Knobs: MH_BENCH_HOMESERVERS, MH_BENCH_ROUNDS, MH_BENCH_REQUESTS (sandbox), MH_BENCH_DB_MB (backup),
+# MH_BENCH_N, MH_BENCH_RUNS (provider).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +23,7 @@ cargo build --workspace --bins --profile bench-hooks --features "matrixhost-serv
 
 benches=("$@")
 if [[ ${#benches[@]} -eq 0 ]]; then
-    benches=(sandbox backup)
+    benches=(sandbox backup provider)
 fi
 for bench in "${benches[@]}"; do
     printf '\n==== benchmark: %s ====\n' "$bench"

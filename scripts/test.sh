@@ -54,5 +54,29 @@ tests=(cargo test --workspace "${locked[@]}" "${features[@]}" "$@")
 section "${tests[*]}"
 "${tests[@]}" || status=$?
 
+# The acceptance tests ran on the project's Terraform 1.0.3. When the machine has its own
+# `terraform` (not the project's), they run again on it.
+system_terraform() {
+    local dir
+    IFS=: read -r -a dirs <<<"$PATH"
+    for dir in "${dirs[@]}"; do
+        [[ "$dir" == "$ROOT/.tools/bin" ]] && continue
+        if [[ -x "$dir/terraform" ]]; then
+            printf '%s\n' "$dir/terraform"
+            return 0
+        fi
+    done
+    return 1
+}
+if [[ $# -eq 0 ]] && other="$(system_terraform)"; then
+    acceptance=()
+    for t in tests/tests/acceptance_*.rs; do
+        acceptance+=(--test "$(basename "$t" .rs)")
+    done
+    again=(cargo test --workspace "${locked[@]}" "${features[@]}" "${acceptance[@]}")
+    section "again on $("$other" version | head -1) ($other): ${again[*]}"
+    MATRIXHOST_TERRAFORM_BIN="$other" "${again[@]}" || status=$?
+fi
+
 section "done: cargo test exited with $status"
 exit "$status"

@@ -114,11 +114,20 @@ After an import the plan is empty, except that a `timeouts` block in the configu
 the server does not know) shows once as an in-place update that only records it in the state.
 "#;
 
-const RESERVED_USER_NOTES: &str = r#"## Write-only password
+const RESERVED_USER_NOTES: &str = r#"## Invitations: no password in the state
 
-`initial_password` is sent once, when the reserved user is created, and is never read back. An
-imported reserved user has no `initial_password` in state: if the configuration sets one, the
-first plan after the import shows it being recorded (an update that sends nothing to the API).
+A reserved user with a `localpart` and no `initial_password` is invited by email. The message
+carries a one-time link, valid for 72 hours, where the person chooses the password of their
+Matrix account. The password goes straight to the homeserver and passes through neither
+Terraform, its state, nor the matrixhost API. An expired link offers to mail a new one to the
+same address.
+
+## Deprecated: `initial_password`
+
+Terraform stores `initial_password` in its state in plain text, so using it gives a warning.
+It is sent once, when the reserved user is created, and is never read back. An imported reserved
+user has no `initial_password` in state: if the configuration sets one, the first plan after the
+import shows it being recorded (an update that sends nothing to the API).
 "#;
 
 fn type_name(t: &AttributeType) -> String {

@@ -19,6 +19,7 @@ pub mod data_sources;
 pub mod diag;
 pub mod docs;
 pub mod duration;
+pub mod plugin_socket;
 pub mod provider;
 pub mod resources;
 pub mod schema_builder;

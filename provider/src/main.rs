@@ -10,6 +10,8 @@ fn main() {
         println!("terraform-provider-matrixhost {} (API contract {})", provider::VERSION, matrixhost_api::API_VERSION);
         return;
     }
+    // Before the runtime exists: the gRPC listener gets TCP_NODELAY when its address is printed.
+    terraform_provider_matrixhost::plugin_socket::intercept_handshake();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -238,6 +238,21 @@ pub mod messages {
         )
     }
 
+    /// A reserved user chooses their own password; the link works once, for 72 hours.
+    pub fn reserved_user_invitation(to: &str, user_id: &str, server_name: &str, link: &str, expires: DateTime<Utc>) -> Mail {
+        let expires = expires.format("%Y-%m-%d %H:%M UTC").to_string();
+        mail(
+            to,
+            &format!("Your Matrix account on {server_name}"),
+            format!("An account was reserved for you on the Matrix homeserver {server_name}: {user_id}\n\nChoose your password here (the link works once, until {expires}):\n\n{link}\n\nThen sign in with any Matrix client."),
+            html! {
+                p { "An account was reserved for you on the Matrix homeserver " strong { (server_name) } ": " code { (user_id) } }
+                p { a href=(link) { "Choose your password" } " (the link works once, until " (expires) ")." }
+                p { "Then sign in with any Matrix client." }
+            },
+        )
+    }
+
     pub fn account_deleted(to: &str) -> Mail {
         mail(
             to,

@@ -578,3 +578,77 @@ async fn r18_erasing_an_account_removes_its_homeservers_and_backups() {
     assert!(!user.status.success(), "the tenant user still exists");
     assert_api_error(&client.get("/v1/homeservers").await, 401, None, None);
 }
+
+/// A reserved user without an initial password is invited by email and chooses their own
+/// password through a one-time link (72 hours); no password passes through the API.
+#[tokio::test]
+async fn a_reserved_user_is_invited_by_email_and_chooses_a_password() {
+    use matrixhost_tests::backups::advance_clock;
+    use matrixhost_tests::console::Browser;
+    use matrixhost_tests::mail::{link_to, token_of, wait_for_mail, SmtpServer};
+    if !runtime_available("invitations") {
+        return;
+    }
+    let smtp = SmtpServer::start().await;
+    let server = RuntimeServer::start(&["--smtp-url", &smtp.url()]).await;
+    let client = server.client();
+    let hs = create_homeserver(&client, "silver", "invites", json!({})).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    let running = wait_status(&client, &id, "running").await;
+    let matrix = Matrix::new(running["client_url"].as_str().unwrap());
+    for (email, localpart) in [("carol@corp.example", "carol"), ("dave@corp.example", "dave")] {
+        let resp = client.post(&format!("/v1/homeservers/{id}/reserved-users"), &json!({ "email": email, "localpart": localpart })).await;
+        expect_status(&resp, 201);
+    }
+    let mail = wait_for_mail(&smtp.maildir(), "carol@corp.example", "Your Matrix account on", 0).await;
+    assert!(mail.text.contains("@carol:") && !mail.html.is_empty());
+    let link = link_to(&mail.text, "/console/invite");
+    let b = Browser::new(&server);
+    // The account may still be being made: the page says so, and the link keeps working.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let page = b.get(&link).await;
+        if page.status == 200 {
+            assert!(page.body.contains("@carol:"));
+            break;
+        }
+        assert_eq!(page.status, 409, "{}", page.body);
+        assert!(Instant::now() < deadline, "the account was never made");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let weak = b.post("/console/invite", &[("token", &token_of(&link)), ("password", "short")]).await;
+    assert_eq!(weak.status, 422);
+    assert!(weak.field_error("password").unwrap().contains("12 characters"));
+    let chosen = "lighthouse keeper 42";
+    let set = b.post("/console/invite", &[("token", &token_of(&link)), ("password", chosen)]).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    login_with(&matrix, "carol", chosen).await;
+    assert_eq!(b.get(&link).await.status, 400, "the link works once");
+    assert!(!server.log().contains(chosen), "the password is never logged");
+
+    // An expired link offers a new one, mailed to the address on record.
+    let dave = link_to(&wait_for_mail(&smtp.maildir(), "dave@corp.example", "Your Matrix account on", 0).await.text, "/console/invite");
+    advance_clock(&client, 73 * 3600).await;
+    let expired = b.get(&dave).await;
+    assert_eq!(expired.status, 400);
+    assert!(expired.body.contains("Mail me a new link"));
+    assert_eq!(b.post("/console/invite/renew", &[("token", &token_of(&dave))]).await.status, 200);
+    let renewed = link_to(&wait_for_mail(&smtp.maildir(), "dave@corp.example", "Your Matrix account on", 1).await.text, "/console/invite");
+    assert_ne!(renewed, dave);
+    assert_eq!(b.post("/console/invite", &[("token", &token_of(&renewed)), ("password", "harbour pilot 1977")]).await.status, 200);
+    login_with(&matrix, "dave", "harbour pilot 1977").await;
+}
+
+/// Logs in with `password`, retrying while Synapse restarts to take new reservations (R8).
+async fn login_with(m: &Matrix, user: &str, password: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = m.login(user, password).await;
+        if status == 200 {
+            return;
+        }
+        assert!(status == 502 || status == 503, "login of {user} refused: {status} {body}");
+        assert!(Instant::now() < deadline, "login of {user} never worked: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

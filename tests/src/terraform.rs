@@ -39,9 +39,19 @@ pub fn required_providers() -> String {
 }
 
 
-/// The Terraform binary: `$MATRIXHOST_TOOLS_DIR/bin/terraform` or `<workspace>/.tools/bin/terraform`
-/// (installed by `scripts/setup.sh`).
+/// Selects another Terraform for the acceptance tests (`scripts/test.sh` sets it to the
+/// machine's own `terraform`, when it has one, for a second pass).
+pub const TERRAFORM_BIN_ENV: &str = "MATRIXHOST_TERRAFORM_BIN";
+
+/// The Terraform binary: `$MATRIXHOST_TERRAFORM_BIN`, else the project's Terraform 1.0.3 at
+/// `$MATRIXHOST_TOOLS_DIR/bin/terraform` or `<workspace>/.tools/bin/terraform` (installed by
+/// `scripts/setup.sh`).
 pub fn terraform_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os(TERRAFORM_BIN_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(bin.exists(), "{TERRAFORM_BIN_ENV}={} does not exist", bin.display());
+        return bin;
+    }
     let tools = crate::tools_dir();
     let bin = tools.join("bin/terraform");
     assert!(bin.exists(), "{} does not exist: run scripts/setup.sh (it installs Terraform 1.0.3)", bin.display());

@@ -140,3 +140,39 @@ async fn reserved_user_bad_inputs_and_the_r8_cap() {
     let list = expect_status(&api.get(&format!("/v1/homeservers/{hs_id}/reserved-users")).await, 200);
     assert_eq!(list["items"], json!([]));
 }
+
+/// No secret reaches the Terraform state: a reserved user without `initial_password` is
+/// invited by email (the link never passes through Terraform), and `initial_password` is
+/// deprecated with a warning.
+#[tokio::test]
+async fn the_state_holds_no_secret_and_initial_password_is_deprecated() {
+    let server = server().await;
+    let api = server.client();
+    let hs = create_homeserver(&api, "silver", "nosecrets", json!({})).await;
+    let hs_id = hs["id"].as_str().unwrap().to_owned();
+    let tf = Terraform::new(&server);
+    tf.write_main(&user_hcl(&hs_id, "  email = \"erin@corp.example\"\n  localpart = \"erin\""));
+    tf.init();
+    let out = tf.apply();
+    out.assert_lacks("Deprecated attribute");
+    let invite = matrixhost_tests::mail::wait_for_mail(&server.state_dir().join("api/maildir"), "erin@corp.example", "Your Matrix account on", 0).await;
+    let link_token = matrixhost_tests::mail::token_of(&matrixhost_tests::mail::link_to(&invite.text, "/console/invite"));
+    tf.assert_no_changes();
+
+    let state = std::fs::read_to_string(tf.dir().join("terraform.tfstate")).expect("the state file");
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let attrs = &v["resources"][0]["instances"][0]["attributes"];
+    assert_eq!(attrs["initial_password"], serde_json::Value::Null, "{attrs}");
+    for secret in [server.dev_token(), &server.dev_token()[3..], link_token.as_str()] {
+        assert!(!state.contains(secret), "a secret is in the Terraform state");
+    }
+
+    // The deprecated way still works, with a warning that says why.
+    tf.write_main(&format!(
+        "{}\n{}",
+        user_hcl(&hs_id, "  email = \"erin@corp.example\"\n  localpart = \"erin\""),
+        "resource \"matrixhost_reserved_user\" \"frank\" {\n  homeserver_id = \"".to_owned() + &hs_id + "\"\n  email = \"frank@corp.example\"\n  initial_password = \"a long enough password 1\"\n}\n"
+    ));
+    let out = tf.apply();
+    out.assert_contains("Deprecated attribute: initial_password").assert_contains("invited by email");
+}

@@ -47,7 +47,7 @@ pub fn schema() -> Schema {
     .optional("localpart", T::String, "Matrix localpart of the account to create (`alice` in `@alice:example.com`): 1-64 characters of a-z, 0-9, `.`, `_`, `=`, `-`, `/`, `+`. Changing it forces a new reserved user.")
     .optional("display_name", T::String, "Display name of the account (1-256 characters).")
     .optional_computed("admin", T::Bool, "Whether the account is a server admin. Defaults to `false`. Admins still count against the MAU cap.")
-    .optional("initial_password", T::String, "Initial password of the account (12-1024 characters). Write-only: sent once at creation, never read back; changing it later only changes what is stored in the Terraform state.")
+    .optional("initial_password", T::String, "**Deprecated**: Terraform keeps this value in its state. Leave it out: a reserved user with a `localpart` is then invited by email to choose their own password (a one-time link, valid 72 hours). Initial password of the account (12-1024 characters), sent once at creation and never read back.")
     .sensitive()
     .computed("user_id", T::String, "The Matrix user id, `@localpart:server_name`, when a `localpart` is set.")
     .schema()
@@ -67,6 +67,14 @@ fn check(diags: &mut Diagnostics, c: &ReservedUserState) {
     check_str(diags, "localpart", &c.localpart, Localpart::parse);
     check_str(diags, "display_name", &c.display_name, DisplayName::parse);
     check_str(diags, "initial_password", &c.initial_password, InitialPassword::parse);
+    if !matches!(c.initial_password, Value::Null) {
+        // On the resource, not the attribute: Terraform would quote the password's line.
+        diag::root_warning(
+            diags,
+            "Deprecated attribute: initial_password",
+            "Terraform stores initial_password in its state in plain text. Remove it: a reserved user with a localpart is invited by email to choose their own password, through a one-time link valid for 72 hours.",
+        );
+    }
 }
 
 fn from_api(u: &ReservedUser, reference: &ReservedUserState) -> ReservedUserState {

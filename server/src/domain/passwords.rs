@@ -51,6 +51,11 @@ impl NewPassword {
         }
         Ok(NewPassword(Zeroizing::new(password.to_owned())))
     }
+
+    /// The password itself, to hand to the homeserver that stores its own hash.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The pepper and the hasher built on it.

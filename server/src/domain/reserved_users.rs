@@ -86,15 +86,22 @@ async fn check_cap(tx: &mut Tx<'_>, org_id: &str, hs: &Homeserver, now: DateTime
     })
 }
 
+/// Where invitation mail is queued and what its links point at.
+pub struct Mailer<'a> {
+    pub sealer: &'a Sealer,
+    pub console_url: &'a str,
+}
+
 pub async fn create(
     tx: &mut Tx<'_>,
     org_id: &str,
     homeserver_id: &str,
     body: ReservedUserCreate,
-    sealer: &Sealer,
+    mailer: &Mailer<'_>,
     now: DateTime<Utc>,
     catalog: &Catalog,
 ) -> DomainResult<ReservedUser> {
+    let sealer = mailer.sealer;
     // Serialises creates on one homeserver (and plan changes) so two cannot both take the last slot.
     lock_row(tx, "homeservers", homeserver_id).await?;
     let hs = homeservers::load_or_404(tx, org_id, homeserver_id).await?;
@@ -141,8 +148,115 @@ pub async fn create(
         updated_at: now,
         version: 1,
     };
+    // Without an initial password the person chooses their own through an invitation, so no
+    // password passes through Terraform or its state.
+    if let (Some(user_id), None) = (&user.user_id, &body.initial_password) {
+        invite(tx, mailer, &user.id, user.email.as_str(), user_id, hs.server_name.as_str(), now).await?;
+    }
     tracing::info!(homeserver_id = %hs.id, reserved_user_id = %user.id, "created reserved user");
     Ok(user)
+}
+
+/// How long an invitation link works.
+pub const INVITATION_LIFETIME: chrono::Duration = chrono::Duration::hours(72);
+
+/// Makes a new invitation link for the reserved user (an older one stops working) and mails it.
+async fn invite(tx: &mut Tx<'_>, mailer: &Mailer<'_>, id: &str, email: &str, user_id: &str, server_name: &str, now: DateTime<Utc>) -> DomainResult<()> {
+    let token = super::orgs::generate_secret();
+    let expires = now + INVITATION_LIFETIME;
+    sqlx::query("UPDATE reserved_users SET invite_token_hash = $1, invite_expires_at = $2 WHERE id = $3")
+        .bind(super::orgs::hash_token(&token))
+        .bind(ts(expires))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let link = format!("{}/console/invite?token={token}", mailer.console_url.trim_end_matches('/'));
+    let mail = crate::mail::messages::reserved_user_invitation(email, user_id, server_name, &link, expires);
+    super::outbox::enqueue(tx, mailer.sealer, None, &mail, now).await
+}
+
+/// An invitation being accepted: the account to set the password on.
+#[derive(Debug)]
+pub struct Invited {
+    pub id: String,
+    pub homeserver_id: String,
+    pub user_id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub admin: bool,
+}
+
+const INVITED_COLUMNS: &str = "r.id, r.homeserver_id, r.email, r.localpart, r.display_name, r.admin, h.server_name";
+
+fn invited_from_row(r: &AnyRow) -> DomainResult<Invited> {
+    Ok(Invited {
+        id: r.text("id")?,
+        homeserver_id: r.text("homeserver_id")?,
+        user_id: matrix_user_id(&r.text("localpart")?, &r.text("server_name")?),
+        email: r.text("email")?,
+        display_name: r.opt_text("display_name")?,
+        admin: r.flag("admin")?,
+    })
+}
+
+/// The invitation behind a link that can still be used: not accepted, not expired, and its
+/// account already made by the runtime. `Err(false)`: no such invitation; `Err(true)`: valid
+/// but the account is not ready yet.
+pub async fn usable_invitation(db: &Db, token: &str, now: DateTime<Utc>) -> DomainResult<Result<Invited, bool>> {
+    let row = sqlx::query(&format!(
+        "SELECT {INVITED_COLUMNS}, r.account_synced_version FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.invite_token_hash = $1 AND r.invite_accepted_at IS NULL AND r.invite_expires_at > $2 AND r.localpart IS NOT NULL"
+    ))
+    .bind(super::orgs::hash_token(token))
+    .bind(ts(now))
+    .fetch_optional(db)
+    .await?;
+    match row {
+        None => Ok(Err(false)),
+        Some(r) if r.opt_int("account_synced_version")?.is_none() => Ok(Err(true)),
+        Some(r) => Ok(Ok(invited_from_row(&r)?)),
+    }
+}
+
+/// Uses the link (once): the caller sets the password, then commits.
+pub async fn accept_invitation(tx: &mut Tx<'_>, token: &str, now: DateTime<Utc>) -> DomainResult<Option<Invited>> {
+    let hash = super::orgs::hash_token(token);
+    let row = sqlx::query(&format!(
+        "SELECT {INVITED_COLUMNS} FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.invite_token_hash = $1 AND r.invite_accepted_at IS NULL AND r.invite_expires_at > $2 AND r.localpart IS NOT NULL \
+         AND r.account_synced_version IS NOT NULL"
+    ))
+    .bind(&hash)
+    .bind(ts(now))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let done = sqlx::query("UPDATE reserved_users SET invite_accepted_at = $1, invite_token_hash = NULL WHERE invite_token_hash = $2 AND invite_accepted_at IS NULL")
+        .bind(ts(now))
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    invited_from_row(&row).map(Some)
+}
+
+/// A new link for an invitation whose link expired, mailed to the address on record (so the
+/// person holding the old link learns nothing and gains nothing else).
+pub async fn renew_invitation(tx: &mut Tx<'_>, mailer: &Mailer<'_>, token: &str, now: DateTime<Utc>) -> DomainResult<bool> {
+    let row = sqlx::query(&format!(
+        "SELECT {INVITED_COLUMNS} FROM reserved_users r JOIN homeservers h ON h.id = r.homeserver_id \
+         WHERE r.invite_token_hash = $1 AND r.invite_accepted_at IS NULL AND r.localpart IS NOT NULL"
+    ))
+    .bind(super::orgs::hash_token(token))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let invited = invited_from_row(&row)?;
+    let server_name = row.text("server_name")?;
+    invite(tx, mailer, &invited.id, &invited.email, &invited.user_id, &server_name, now).await?;
+    Ok(true)
 }
 
 /// One reservation per email and per localpart on a homeserver.

@@ -45,9 +45,11 @@ async fn create(
         Begun::Replay(response) => return Ok(response),
         Begun::Fresh(tx) => tx,
     };
-    let user = domain::create(&mut tx, &caller.org_id, &homeserver_id, body, &p.sealer, p.clock.now(), &p.settings.catalog).await?;
+    let mailer = domain::Mailer { sealer: &p.sealer, console_url: p.console_url() };
+    let user = domain::create(&mut tx, &caller.org_id, &homeserver_id, body, &mailer, p.clock.now(), &p.settings.catalog).await?;
     let response = idempotency::finish(tx, &caller, &key, Versioned::created(user, 1)).await?;
     p.changed();
+    p.mail_queued();
     Ok(response)
 }
 

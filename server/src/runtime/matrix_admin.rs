@@ -231,6 +231,14 @@ impl MatrixAdmin {
         Ok(())
     }
 
+    /// Sets the password of an existing account, keeping its devices logged in.
+    pub async fn set_password(&self, admin_token: &str, user_id: &str, password: &str) -> anyhow::Result<()> {
+        let url = self.url(&format!("/_synapse/admin/v2/users/{}", path_segment(user_id)));
+        let body = json!({ "password": password, "logout_devices": false });
+        read(self.http.put(&url).bearer_auth(admin_token).json(&body).send().await).await.with_context(|| format!("setting the password of `{user_id}`"))?;
+        Ok(())
+    }
+
     /// Deactivates `user_id` (`POST /_synapse/admin/v1/deactivate/<user_id>`); with `erase`,
     /// Synapse also erases the user's messages for users who join later, and their profile.
     pub async fn deactivate(&self, admin_token: &str, user_id: &str, erase: bool) -> anyhow::Result<()> {

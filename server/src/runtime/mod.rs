@@ -25,7 +25,7 @@ use crate::domain::DomainError;
 use crate::ingress::Ingress;
 use crate::platform::Platform;
 
-pub use reconcile::Usage;
+pub use reconcile::{PasswordSetter, Usage};
 
 /// Why the runtime could not bring a homeserver where it should be. Every message is the
 /// platform's own words and a reference into a log; none holds text a tenant wrote, so it can

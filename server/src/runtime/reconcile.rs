@@ -366,14 +366,27 @@ impl Runtime {
         Ok(())
     }
 
-    /// R23: server-level usage, never contents.
-    pub async fn usage(&self, id: &str) -> Result<Usage, RuntimeError> {
-        let hs = parse_id(id)?;
+    /// The homeserver's admin API with the service account's token.
+    async fn service_account(&self, id: &str) -> Result<(MatrixAdmin, zeroize::Zeroizing<String>), RuntimeError> {
         let row = store::runtime_row(&self.platform.db, id).await?.ok_or_else(|| RuntimeError::internal("the homeserver has no runtime record yet"))?;
         let secrets = spec::open_secrets(&self.platform.sealer, id, &row.secrets_sealed).map_err(RuntimeError::internal)?;
         let admin = MatrixAdmin::new(Self::client_url(row.port), secrets.registration_shared_secret.clone());
         let sealed = row.admin_token_sealed.ok_or_else(|| RuntimeError::internal("the homeserver has no service account yet"))?;
         let token = self.platform.sealer.open_string(&sealed, &spec::admin_token_context(id)).map_err(RuntimeError::internal)?;
+        Ok((admin, token))
+    }
+
+    /// What sets a reserved user's password (chosen through their invitation) on homeserver
+    /// `id`. Made before the caller's transaction: it reads the store, setting does not.
+    pub async fn password_setter(&self, id: &str) -> Result<PasswordSetter, RuntimeError> {
+        let (admin, token) = self.service_account(id).await?;
+        Ok(PasswordSetter { admin, token })
+    }
+
+    /// R23: server-level usage, never contents.
+    pub async fn usage(&self, id: &str) -> Result<Usage, RuntimeError> {
+        let hs = parse_id(id)?;
+        let (admin, token) = self.service_account(id).await?;
         let registered = admin.registered_users(&token).await.map_err(RuntimeError::internal)?;
         let mau = self.agent().usage(&hs).await?.monthly_active_users;
         let volume =
@@ -385,5 +398,17 @@ impl Runtime {
             volume_bytes_used: volume.used_bytes,
             volume_size_bytes: volume.size_bytes,
         })
+    }
+}
+
+/// Sets passwords on one homeserver through its admin API, as the service account.
+pub struct PasswordSetter {
+    admin: MatrixAdmin,
+    token: zeroize::Zeroizing<String>,
+}
+
+impl PasswordSetter {
+    pub async fn set(&self, user_id: &str, password: &str) -> Result<(), RuntimeError> {
+        self.admin.set_password(&self.token, user_id, password).await.map_err(RuntimeError::internal)
     }
 }

@@ -9,6 +9,7 @@
 
 mod account;
 mod home;
+mod invite;
 mod login;
 mod pages;
 mod signup;
@@ -45,6 +46,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(account::routes())
         .merge(tokens::routes())
         .merge(home::routes())
+        .merge(invite::routes())
         .route("/console/style.css", get(style));
     Router::new().route("/", get(|| async { Redirect::to("/console") })).merge(pages.route_layer(axum::middleware::from_fn_with_state(app, console_context)))
 }
