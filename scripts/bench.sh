@@ -20,6 +20,9 @@ export PATH="$ROOT/.tools/bin:$PATH"
 # Optimised binaries that keep the test hooks (the unsandboxed baseline is one).
 export MATRIXHOST_BIN_PROFILE=bench-hooks
 cargo build --workspace --bins --profile bench-hooks --features "matrixhost-server/test-hooks,matrixhost-agent/test-hooks"
+# The provider as it ships (size and memory matter for it; see Cargo.toml).
+cargo build -p terraform-provider-matrixhost --profile provider-release
+export MATRIXHOST_PROVIDER_PROFILE=provider-release
 
 benches=("$@")
 if [[ ${#benches[@]} -eq 0 ]]; then

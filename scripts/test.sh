@@ -73,7 +73,7 @@ if [[ $# -eq 0 ]] && other="$(system_terraform)"; then
     for t in tests/tests/acceptance_*.rs; do
         acceptance+=(--test "$(basename "$t" .rs)")
     done
-    again=(cargo test --workspace "${locked[@]}" "${features[@]}" "${acceptance[@]}")
+    again=(cargo test --workspace --no-fail-fast "${locked[@]}" "${features[@]}" "${acceptance[@]}")
     section "again on $("$other" version | head -1) ($other): ${again[*]}"
     MATRIXHOST_TERRAFORM_BIN="$other" "${again[@]}" || status=$?
 fi

@@ -52,22 +52,30 @@ async fn round(p: &Platform) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends what is due. A failure keeps the message for a later attempt, with a growing pause.
+/// Sends what is due, in batches. A failure keeps the message for a later attempt, with a
+/// growing pause.
 async fn send_mail(p: &Platform) -> anyhow::Result<()> {
-    let now = p.clock.now();
-    for queued in outbox::due(&p.db, &p.sealer, now, 50).await? {
-        match p.mail.send(&p.settings.mail_from, &queued.mail).await {
-            Ok(()) => {
-                outbox::mark_sent(&p.db, &queued.id, p.clock.now()).await?;
-                tracing::info!(mail_id = %queued.id, subject = %queued.mail.subject, "mail sent");
-            }
-            Err(e) => {
-                tracing::warn!(mail_id = %queued.id, attempts = queued.attempts + 1, error = %e, "mail not sent; it stays in the outbox");
-                outbox::mark_failed(&p.db, &queued, "the mail relay did not take the message", p.clock.now()).await?;
+    loop {
+        let due = outbox::due(&p.db, &p.sealer, p.clock.now(), 100).await?;
+        let mut sent = Vec::with_capacity(due.len());
+        for queued in &due {
+            match p.mail.send(&p.settings.mail_from, &queued.mail).await {
+                Ok(()) => {
+                    tracing::info!(mail_id = %queued.id, subject = %queued.mail.subject, "mail sent");
+                    sent.push(queued.id.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(mail_id = %queued.id, attempts = queued.attempts + 1, error = %e, "mail not sent; it stays in the outbox");
+                    outbox::mark_failed(&p.db, queued, "the mail relay did not take the message", p.clock.now()).await?;
+                }
             }
         }
+        outbox::mark_sent(&p.db, &sent, p.clock.now()).await?;
+        // A full batch that all went out: there may be more.
+        if due.len() < 100 || sent.len() < due.len() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// R18: homeservers first (the runtime tears them down), then backups, then the records once
@@ -92,10 +100,21 @@ async fn erase(p: &Platform, account: &accounts::Account) -> anyhow::Result<bool
     Ok(accounts::erase_records(&p.db, &p.sealer, account, now).await?)
 }
 
+/// How long the access-log writer gathers entries before one write: a busy API costs a few
+/// commits a second, not one per request (SQLite has one writer).
+const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(500);
+
 /// Receives access-log entries from the HTTP edge and writes them in batches.
 pub async fn write_access_log(platform: Arc<Platform>, mut entries: mpsc::Receiver<Entry>) {
-    let mut batch = Vec::with_capacity(256);
-    while entries.recv_many(&mut batch, 256).await > 0 {
+    let mut batch = Vec::with_capacity(1024);
+    while entries.recv_many(&mut batch, 1024).await > 0 {
+        tokio::time::sleep(ACCESS_LOG_FLUSH).await;
+        while batch.len() < 8192 {
+            match entries.try_recv() {
+                Ok(entry) => batch.push(entry),
+                Err(_) => break,
+            }
+        }
         if let Err(e) = access_log::insert_batch(&platform.db, &batch).await {
             tracing::warn!(error = %e, entries = batch.len(), "could not write access-log entries");
         }

@@ -404,11 +404,17 @@ async fn r17_access_log_ips_are_deleted_after_30_days(backend: Backend) {
     let b = verified_customer(&server, &smtp, "ops@acme.example", "acme").await;
     let token = console_token(&b, "ci", "0").await;
     expect_status(&api(&server, &token).get("/v1/billing-plans").await, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let export: Value = serde_json::from_str(&b.get("/console/account/export").await.body).unwrap();
-    let log = export["access_log"].as_array().unwrap();
-    assert!(log.iter().any(|e| e["path"] == "/v1/billing-plans" && e["ip"] == "127.0.0.1" && e["status"] == 200), "{log:?}");
-    let before = log.len();
+    // Entries are written in batches, within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let before = loop {
+        let export: Value = serde_json::from_str(&b.get("/console/account/export").await.body).unwrap();
+        let log = export["access_log"].as_array().unwrap().clone();
+        if log.iter().any(|e| e["path"] == "/v1/billing-plans" && e["ip"] == "127.0.0.1" && e["status"] == 200) {
+            break log.len();
+        }
+        assert!(std::time::Instant::now() < deadline, "no access-log entry for the API call: {log:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
 
     advance_clock(&server.client(), 29 * 86_400).await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;

@@ -3,7 +3,7 @@
 //! - create: `terraform apply` of `MH_BENCH_N` (default 1000) `matrixhost_reserved_user`
 //!   against the real matrixhostd, and of as many `null_resource`;
 //! - no-change plan: `terraform plan -detailed-exitcode` right after (exit code 0 required);
-//! - the provider's peak resident memory (VmHWM) during each plan and apply.
+//! - the provider's peak resident memory (VmHWM) during the apply and during the plan.
 //!
 //! Terraform 1.0.3 (the project's) runs both. Runs alternate the order of the two providers
 //! (`MH_BENCH_RUNS`, default 5), and the report gives the median of each and the ratio. The
@@ -34,7 +34,8 @@ enum Which {
 struct Samples {
     create_s: Vec<f64>,
     plan_s: Vec<f64>,
-    hwm_mib: Vec<f64>,
+    create_hwm_mib: Vec<f64>,
+    plan_hwm_mib: Vec<f64>,
 }
 
 /// The peak resident set (VmHWM) of processes whose command line contains `needle`, sampled
@@ -88,21 +89,28 @@ fn configuration(which: Which, n: usize, homeserver: &str) -> String {
     }
 }
 
-/// One create, one no-change plan and a destroy; returns (create s, plan s, peak MiB).
-fn run_once(tf: &Terraform, which: Which) -> (f64, f64, f64) {
+/// Runs `args` while sampling the provider's peak memory; returns the output and the peak.
+fn measured(tf: &Terraform, which: Which, args: &[&str]) -> (matrixhost_tests::terraform::TfOutput, f64) {
     let needle = match which {
         Which::Matrixhost => "terraform-provider-matrixhost",
         Which::Null => "terraform-provider-null",
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_peak(needle, stop.clone());
-    let create = tf.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
-    let plan = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let out = tf.run(args);
     stop.store(true, Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    (out, sampler.join().unwrap())
+}
+
+/// One create, one no-change plan and a destroy; returns (create s, plan s, create peak MiB,
+/// plan peak MiB).
+fn run_once(tf: &Terraform, which: Which) -> (f64, f64, f64, f64) {
+    let (create, create_peak) = measured(tf, which, &["apply", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(create.success(), "the apply failed:\n{}", create.all());
+    let (plan, plan_peak) = measured(tf, which, &["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
     assert_eq!(plan.code, 0, "the plan after apply must be empty:\n{}", plan.all());
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    (create.elapsed.as_secs_f64(), plan.elapsed.as_secs_f64(), peak)
+    (create.elapsed.as_secs_f64(), plan.elapsed.as_secs_f64(), create_peak, plan_peak)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -159,12 +167,13 @@ fn main() {
                 Which::Matrixhost => (&ours, &mut m),
                 Which::Null => (&null, &mut g),
             };
-            let (create, plan, peak) = run_once(tf, which);
+            let (create, plan, create_peak, plan_peak) = run_once(tf, which);
             samples.create_s.push(create);
             samples.plan_s.push(plan);
-            samples.hwm_mib.push(peak);
+            samples.create_hwm_mib.push(create_peak);
+            samples.plan_hwm_mib.push(plan_peak);
             eprintln!(
-                "run {}/{runs} {}: create {create:.2} s, no-change plan {plan:.2} s, provider peak RSS {peak:.1} MiB",
+                "run {}/{runs} {}: create {create:.2} s ({create_peak:.1} MiB), no-change plan {plan:.2} s ({plan_peak:.1} MiB)",
                 run + 1,
                 if which == Which::Matrixhost { "matrixhost" } else { "null" }
             );
@@ -176,5 +185,6 @@ fn main() {
     for (label, a, b) in [("create", &m.create_s, &g.create_s), ("no-change plan", &m.plan_s, &g.plan_s)] {
         println!("| {label} | {:.2} s | {:.2} s | {:.2}x |", median(a), median(b), median(a) / median(b));
     }
-    println!("| provider peak RSS | {:.1} MiB | {:.1} MiB | |", median(&m.hwm_mib), median(&g.hwm_mib));
+    println!("| provider peak RSS, create | {:.1} MiB | {:.1} MiB | |", median(&m.create_hwm_mib), median(&g.create_hwm_mib));
+    println!("| provider peak RSS, plan | {:.1} MiB | {:.1} MiB | |", median(&m.plan_hwm_mib), median(&g.plan_hwm_mib));
 }

@@ -58,9 +58,21 @@ pub fn terraform_bin() -> PathBuf {
     bin
 }
 
-/// The provider binary, built with the rest of the workspace.
+/// Builds the provider in another cargo profile than the other binaries (the benchmark uses
+/// `provider-release`, the profile it ships in).
+pub const PROVIDER_PROFILE_ENV: &str = "MATRIXHOST_PROVIDER_PROFILE";
+
+/// The provider binary, built with the rest of the workspace, or in `$MATRIXHOST_PROVIDER_PROFILE`
+/// (built by the caller, e.g. `scripts/bench.sh`).
 pub fn provider_bin() -> PathBuf {
-    crate::workspace_bin("terraform-provider-matrixhost")
+    match std::env::var(PROVIDER_PROFILE_ENV).ok().filter(|p| !p.is_empty()) {
+        Some(profile) => {
+            let path = crate::target_dir().join(&profile).join("terraform-provider-matrixhost");
+            assert!(path.exists(), "{} does not exist: cargo build --profile {profile} -p terraform-provider-matrixhost", path.display());
+            path
+        }
+        None => crate::workspace_bin("terraform-provider-matrixhost"),
+    }
 }
 
 /// A filesystem mirror holding the freshly built provider, and the CLI config that uses it.

@@ -114,7 +114,7 @@ impl ReservedUserResource {
     async fn do_read(&self, diags: &mut Diagnostics, state: ReservedUserState) -> Option<(ReservedUserState, PrivateState)> {
         let client = self.ctx.client(diags)?;
         let (Value::Value(hs), Value::Value(id)) = (&state.homeserver_id, &state.id) else { return None };
-        match client.get_opt::<ReservedUser>(&item(hs, id)).await {
+        match client.get_listed::<ReservedUser>(&collection(hs), id).await {
             Ok(Some(u)) => Some((from_api(&u, &state), private(u.version))),
             // Deleted out of band (or its homeserver is gone): planned again, never an error.
             Ok(None) => None,

@@ -57,15 +57,20 @@ pub async fn due(db: &Db, sealer: &Sealer, now: DateTime<Utc>, limit: i64) -> Do
         .collect()
 }
 
-/// Marks the message sent and drops its body. A message that belongs to no account (the
-/// farewell after an erasure, R18) leaves no row at all.
-pub async fn mark_sent(db: &Db, id: &str, now: DateTime<Utc>) -> DomainResult<()> {
-    sqlx::query("UPDATE mail_outbox SET sent_at = $1, body_sealed = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = $2")
-        .bind(ts(now))
-        .bind(id)
-        .execute(db)
-        .await?;
-    sqlx::query("DELETE FROM mail_outbox WHERE id = $1 AND account_id IS NULL").bind(id).execute(db).await?;
+/// Marks messages sent and drops their bodies, in one transaction (a burst of mail costs one
+/// commit). A message that belongs to no account (an invitation, the farewell after an
+/// erasure, R18) leaves no row at all.
+pub async fn mark_sent(db: &Db, ids: &[String], now: DateTime<Utc>) -> DomainResult<()> {
+    let mut tx = db.begin().await?;
+    for id in ids {
+        sqlx::query("UPDATE mail_outbox SET sent_at = $1, body_sealed = NULL, last_error = NULL, attempts = attempts + 1 WHERE id = $2")
+            .bind(ts(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM mail_outbox WHERE id = $1 AND account_id IS NULL").bind(id).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
