@@ -60,11 +60,11 @@ The provider is not on the public Terraform Registry. Build it and install it in
 mirror, then point Terraform at the mirror for the `terraform.local/matrixhost/*` source address:
 
 ```shell
-cargo build --release -p terraform-provider-matrixhost
+cargo build --profile provider-release -p terraform-provider-matrixhost
 VERSION=0.1.0
 MIRROR="$PWD/.terraform-mirror"
 mkdir -p "$MIRROR/terraform.local/matrixhost/matrixhost/$VERSION/linux_amd64"
-cp target/release/terraform-provider-matrixhost \
+cp target/provider-release/terraform-provider-matrixhost \
    "$MIRROR/terraform.local/matrixhost/matrixhost/$VERSION/linux_amd64/terraform-provider-matrixhost_v$VERSION"
 
 cat > "$PWD/terraform.rc" <<EOF
