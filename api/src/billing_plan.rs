@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::common::ApplyStatus;
 use crate::domain::{AdditionalUsers, BillingPeriod, PaymentMethodId, PlanTier};
 
 /// Payment state of a subscription. R12: `past_due` blocks every homeserver on it.
@@ -71,4 +72,10 @@ pub struct BillingPlan {
     pub updated_at: DateTime<Utc>,
     /// Optimistic-concurrency version; send it back as `If-Match`.
     pub version: i64,
+    /// Whether the homeserver this plan pays for runs with this version's MAU cap and limits.
+    #[serde(default)]
+    pub apply_status: ApplyStatus,
+    /// Why the homeserver could not apply this version, when `apply_status` is `failed`.
+    #[serde(default)]
+    pub apply_error: Option<String>,
 }

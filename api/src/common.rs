@@ -42,3 +42,28 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// Whether the homeserver has put an object's latest change into effect. A create or update
+/// is answered at once; clients that need the change in force (Terraform does) poll until it
+/// is no longer `pending`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyStatus {
+    /// The running homeserver has applied this version (or nothing runs that could apply it).
+    #[default]
+    Applied,
+    /// The homeserver has not applied this version yet.
+    Pending,
+    /// The homeserver could not apply this version; `apply_error` says why.
+    Failed,
+}
+
+impl ApplyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+        }
+    }
+}

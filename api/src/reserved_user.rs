@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::common::ApplyStatus;
 use crate::domain::{DisplayName, Email, InitialPassword, Localpart};
 
 /// Body of `POST /v1/homeservers/{id}/reserved-users`.
@@ -50,4 +51,10 @@ pub struct ReservedUser {
     pub updated_at: DateTime<Utc>,
     /// Optimistic-concurrency version; send it back as `If-Match`.
     pub version: i64,
+    /// Whether the homeserver holds the slot and has the account as this version describes.
+    #[serde(default)]
+    pub apply_status: ApplyStatus,
+    /// Why the homeserver could not apply this version, when `apply_status` is `failed`.
+    #[serde(default)]
+    pub apply_error: Option<String>,
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use matrixhost_tests::runtime::{self, create_homeserver, runtime_available, wait_status, Matrix, RuntimeServer};
-use matrixhost_tests::{assert_api_error, expect_status};
+use matrixhost_tests::{assert_api_error, expect_status, Client};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -596,9 +596,12 @@ async fn a_reserved_user_is_invited_by_email_and_chooses_a_password() {
     let id = hs["id"].as_str().unwrap().to_owned();
     let running = wait_status(&client, &id, "running").await;
     let matrix = Matrix::new(running["client_url"].as_str().unwrap());
+    let mut reserved = Vec::new();
     for (email, localpart) in [("carol@corp.example", "carol"), ("dave@corp.example", "dave")] {
         let resp = client.post(&format!("/v1/homeservers/{id}/reserved-users"), &json!({ "email": email, "localpart": localpart })).await;
-        expect_status(&resp, 201);
+        let made = expect_status(&resp, 201);
+        assert_eq!(made["apply_status"], "pending", "the homeserver has yet to make the account: {made}");
+        reserved.push(made["id"].as_str().unwrap().to_owned());
     }
     let mail = wait_for_mail(&smtp.maildir(), "carol@corp.example", "Your Matrix account on", 0).await;
     assert!(mail.text.contains("@carol:") && !mail.html.is_empty());
@@ -626,7 +629,9 @@ async fn a_reserved_user_is_invited_by_email_and_chooses_a_password() {
     assert_eq!(b.get(&link).await.status, 400, "the link works once");
     assert!(!server.log().contains(chosen), "the password is never logged");
 
-    // An expired link offers a new one, mailed to the address on record.
+    // An expired link offers a new one, mailed to the address on record. (Dave's account is
+    // made once his reserved user shows `applied`.)
+    wait_applied(&client, &format!("/v1/homeservers/{id}/reserved-users/{}", reserved[1])).await;
     let dave = link_to(&wait_for_mail(&smtp.maildir(), "dave@corp.example", "Your Matrix account on", 0).await.text, "/console/invite");
     advance_clock(&client, 73 * 3600).await;
     let expired = b.get(&dave).await;
@@ -637,6 +642,20 @@ async fn a_reserved_user_is_invited_by_email_and_chooses_a_password() {
     assert_ne!(renewed, dave);
     assert_eq!(b.post("/console/invite", &[("token", &token_of(&renewed)), ("password", "harbour pilot 1977")]).await.status, 200);
     login_with(&matrix, "dave", "harbour pilot 1977").await;
+}
+
+/// Polls an object until the homeserver has applied it.
+async fn wait_applied(client: &Client, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let object = expect_status(&client.get(path).await, 200);
+        if object["apply_status"] == "applied" {
+            return object;
+        }
+        assert_eq!(object["apply_status"], "pending", "{object}");
+        assert!(Instant::now() < deadline, "never applied: {object}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Logs in with `password`, retrying while Synapse restarts to take new reservations (R8).

@@ -138,6 +138,37 @@ async fn homeserver_lifecycle_with_the_real_runtime() {
     assert!(tf.values("matrixhost_backup_policy.bp")["last_backup_at"].is_string());
     tf.assert_no_changes();
 
+    // An apply means the change is in effect: a new reserved user with an account and a
+    // billing-plan change (a larger MAU cap, so a Synapse restart) applied together. Right
+    // after the apply the plan is empty (no status noise) and the new account logs in at the
+    // first attempt.
+    let with_bob = config("staff", "").replace(
+        "resource \"matrixhost_backup_policy\"",
+        "resource \"matrixhost_reserved_user\" \"bob\" {\n  homeserver_id    = matrixhost_homeserver.hs.id\n  email            = \"bob@corp.example\"\n  localpart        = \"bob\"\n  initial_password = \"correct horse battery staple\"\n}\n\nresource \"matrixhost_backup_policy\"",
+    );
+    let with_bob = with_bob.replace("plan = \"gold\"", "plan             = \"gold\"\n  additional_users = 5");
+    tf.write_main(&with_bob);
+    let mau_before = expect_status(&api.get(&format!("/v1/billing-plans/{}", remote["billing_plan_id"].as_str().unwrap())).await, 200)["mau_cap"].clone();
+    let starts_before = server.log().matches("homeserver answers").count();
+    tf.apply().assert_contains("matrixhost_reserved_user.bob: Creation complete").assert_contains("Modifications complete");
+    // The new account is made before the restart that reserves its slot: one restart, not two.
+    let restarts = server.log().matches("homeserver answers").count() - starts_before;
+    assert!(restarts <= 2, "{restarts} Synapse starts for one reserved user and one plan change");
+    let client_url = tf.values("matrixhost_homeserver.hs")["client_url"].as_str().unwrap().to_owned();
+    let matrix = matrixhost_tests::runtime::Matrix::new(&client_url);
+    let (status, body) = matrix.login("bob", "correct horse battery staple").await;
+    assert_eq!(status, 200, "the login right after the apply: {body}");
+    tf.assert_no_changes();
+    let plan = expect_status(&api.get(&format!("/v1/billing-plans/{}", remote["billing_plan_id"].as_str().unwrap())).await, 200);
+    assert_eq!(plan["mau_cap"], mau_before.as_u64().unwrap() + 5, "{plan}");
+    assert_eq!(plan["apply_status"], "applied", "{plan}");
+    let bob = tf.values("matrixhost_reserved_user.bob");
+    let bob = expect_status(&api.get(&format!("/v1/homeservers/{id}/reserved-users/{}", bob["id"].as_str().unwrap())).await, 200);
+    assert_eq!(bob["apply_status"], "applied", "{bob}");
+    tf.write_main(&config("staff", ""));
+    tf.apply();
+    tf.assert_no_changes();
+
     // Update in place: waits until the homeserver runs the new settings.
     tf.write_main(&config("staff", "  guest_access = true\n"));
     tf.assert_changes().assert_contains("updated in-place").assert_lacks("forces replacement");
@@ -145,6 +176,8 @@ async fn homeserver_lifecycle_with_the_real_runtime() {
     assert_eq!(tf.values("matrixhost_homeserver.hs")["status"], "running");
     assert_eq!(expect_status(&api.get(&format!("/v1/homeservers/{id}")).await, 200)["guest_access"], true);
     tf.assert_no_changes();
+    let (status, body) = matrix.login("alice", "wrong password").await;
+    assert_eq!(status, 403, "Synapse answers (and refuses the wrong password) right after the apply: {body}");
 
     // Import by name and by id: nothing to change afterwards.
     tf.state_rm("matrixhost_homeserver.hs");

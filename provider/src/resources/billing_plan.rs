@@ -9,7 +9,10 @@ use tf_provider::schema::Schema;
 use tf_provider::value::ValueEmpty;
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use super::{check_int, check_str, differs, import_not_found, known, opt_ts, private, seg, ts, unknown, version_of, PrivateState};
+use super::{
+    check_int, check_str, differs, import_not_found, known, opt_ts, private, seg, ts, unknown, version_of, wait_applied,
+    PrivateState, APPLY_WAIT_LIMIT,
+};
 use crate::client::idempotency_key;
 use crate::diag;
 use crate::guarded;
@@ -43,7 +46,7 @@ pub struct BillingPlanState {
 
 pub fn schema() -> Schema {
     BlockBuilder::new(
-        "A subscription to a matrixhost plan tier. Each homeserver needs its own billing plan. Payment is in advance for each billing period (R11): an upgrade applies at once, a downgrade plans as an in-place update and takes effect at the subscription's anniversary, so `active_plan` keeps the old tier until `pending_change_at`.",
+        "A subscription to a matrixhost plan tier. Each homeserver needs its own billing plan. Payment is in advance for each billing period (R11): an upgrade applies at once, a downgrade plans as an in-place update and takes effect at the subscription's anniversary, so `active_plan` keeps the old tier until `pending_change_at`. An update returns once the homeserver paying with the plan runs with it (its MAU cap and resource limits), so the next plan is empty and users see the change at once.",
     )
     .computed("id", T::String, "The billing plan's id (`bp_...`).")
     .required("plan", T::String, "The plan tier from the catalog, e.g. `nickel`, `silver`, `gold`, `platinum` (see the `matrixhost_plans` data source). Changing it is an in-place update: an upgrade applies at once; a downgrade waits for the anniversary (R11).")
@@ -280,7 +283,11 @@ impl Resource for BillingPlanResource {
             let id = known(diags, "id", &prior.id)?;
             let body = request(diags, &planned)?;
             match client.put::<_, BillingPlan>(&path(&id), &body, version_of(&planned_private)).await {
-                Ok(bp) => Some((from_api(&bp), private(bp.version))),
+                Ok(bp) => {
+                    // The homeserver it pays for runs with the new cap and limits before the apply ends.
+                    let bp = wait_applied(diags, &client, &path(&id), "billing plan change", bp, APPLY_WAIT_LIMIT).await;
+                    Some((from_api(&bp), private(bp.version)))
+                }
                 Err(e) => {
                     diag::api_error(diags, "Cannot update billing plan", &e, FIELDS);
                     None

@@ -15,8 +15,8 @@ use tf_provider::value::ValueEmpty;
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use super::{
-    check_bool, check_int, check_str, differs, import_not_found, known, private, seg, ts, unknown, version_of,
-    PrivateState,
+    check_bool, check_int, check_str, differs, import_not_found, known, poll_interval, private, seg, ts, unknown,
+    version_of, PrivateState,
 };
 use crate::client::{escape, idempotency_key, ApiFailure, Client};
 use crate::diag;
@@ -48,17 +48,6 @@ const FIELDS: &[&str] = &[
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 pub const DEFAULT_UPDATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-/// How often a long operation polls the homeserver.
-fn poll_interval(elapsed: Duration) -> Duration {
-    if elapsed < Duration::from_secs(5) {
-        Duration::from_millis(500)
-    } else if elapsed < Duration::from_secs(60) {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(3)
-    }
-}
 
 pub struct HomeserverResource {
     pub ctx: Arc<Ctx>,

@@ -5,11 +5,15 @@ pub mod billing_plan;
 pub mod homeserver;
 pub mod reserved_user;
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, SecondsFormat, Utc};
-use matrixhost_api::RuleError;
+use matrixhost_api::{ApplyStatus, BillingPlan, ReservedUser, RuleError};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tf_provider::Diagnostics;
 
+use crate::client::Client;
 use crate::diag;
 use crate::values::{Value, VB, VN, VS};
 
@@ -124,4 +128,77 @@ pub fn import_not_found(diags: &mut Diagnostics, what: &str, id: &str) {
 /// Path segment escaping for ids in URLs.
 pub fn seg(id: &str) -> String {
     crate::client::escape(id)
+}
+
+/// How often a long operation polls.
+pub fn poll_interval(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(5) {
+        Duration::from_millis(500)
+    } else if elapsed < Duration::from_secs(60) {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
+    }
+}
+
+/// An object the homeserver puts into effect, with the API's word on how far it got.
+pub trait Applied {
+    fn apply_status(&self) -> ApplyStatus;
+    fn apply_error(&self) -> Option<&str>;
+}
+
+impl Applied for ReservedUser {
+    fn apply_status(&self) -> ApplyStatus {
+        self.apply_status
+    }
+    fn apply_error(&self) -> Option<&str> {
+        self.apply_error.as_deref()
+    }
+}
+
+impl Applied for BillingPlan {
+    fn apply_status(&self) -> ApplyStatus {
+        self.apply_status
+    }
+    fn apply_error(&self) -> Option<&str> {
+        self.apply_error.as_deref()
+    }
+}
+
+/// How long a create or update waits for the homeserver to apply it.
+pub const APPLY_WAIT_LIMIT: Duration = Duration::from_secs(20 * 60);
+
+/// An apply means the change is in effect: polls `path` until the homeserver has applied
+/// `current` (as the API answered the write). Returns the latest object either way; a failure
+/// or a timeout is an error diagnostic, since the object exists and belongs in the state.
+pub async fn wait_applied<T: Applied + DeserializeOwned>(diags: &mut Diagnostics, client: &Client, path: &str, what: &str, mut current: T, limit: Duration) -> T {
+    let started = Instant::now();
+    loop {
+        match current.apply_status() {
+            ApplyStatus::Applied => return current,
+            ApplyStatus::Failed => {
+                let why = current.apply_error().unwrap_or("the homeserver did not say why");
+                diag::root_error(diags, format!("The homeserver did not apply the {what}"), format!("{why}."));
+                return current;
+            }
+            ApplyStatus::Pending => {}
+        }
+        if started.elapsed() >= limit {
+            diag::root_error(
+                diags,
+                format!("The homeserver did not apply the {what} in time"),
+                format!("It was still pending after {}s; the change is recorded and the homeserver applies it when it can.", limit.as_secs()),
+            );
+            return current;
+        }
+        let pause = if started.elapsed() < Duration::from_secs(2) { Duration::from_millis(200) } else { poll_interval(started.elapsed()) };
+        tokio::time::sleep(pause).await;
+        match client.get::<T>(path).await {
+            Ok(next) => current = next,
+            Err(e) => {
+                diag::api_error(diags, format!("Cannot read the {what} while waiting for the homeserver"), &e, &[]);
+                return current;
+            }
+        }
+    }
 }

@@ -9,7 +9,10 @@ use tf_provider::schema::Schema;
 use tf_provider::value::ValueEmpty;
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use super::{check_str, differs, import_not_found, known, private, seg, split_import_id, unknown, version_of, PrivateState};
+use super::{
+    check_str, differs, import_not_found, known, private, seg, split_import_id, unknown, version_of, wait_applied, PrivateState,
+    APPLY_WAIT_LIMIT,
+};
 use crate::client::{escape, idempotency_key};
 use crate::diag;
 use crate::guarded;
@@ -39,7 +42,7 @@ pub struct ReservedUserState {
 
 pub fn schema() -> Schema {
     BlockBuilder::new(
-        "A reserved user of a homeserver (R8): it holds one slot inside the MAU cap, so the user can always log in, even after 30 days without activity. With a `localpart`, the account `@localpart:server_name` is created for the user. Reserved users count against the cap: on a 50-user plan with 10 reserved users, 40 other users fit.",
+        "A reserved user of a homeserver (R8): it holds one slot inside the MAU cap, so the user can always log in, even after 30 days without activity. With a `localpart`, the account `@localpart:server_name` is created for the user. Reserved users count against the cap: on a 50-user plan with 10 reserved users, 40 other users fit. Create and update return once the running homeserver holds the slot and has the account as configured; a homeserver that cannot apply it fails the apply with the reason.",
     )
     .computed("id", T::String, "The reserved user's id (`ru_...`).")
     .required("homeserver_id", T::String, "Id of the homeserver. Changing it forces a new reserved user.")
@@ -146,7 +149,10 @@ impl ReservedUserResource {
         };
         let hs = hs?;
         match client.create::<_, ReservedUser>(&collection(&hs), &body, &idempotency_key()).await {
-            Ok(u) => Some((from_api(&u, &planned), private(u.version))),
+            Ok(u) => {
+                let u = wait_applied(diags, &client, &item(&hs, &u.id), "reserved user", u, APPLY_WAIT_LIMIT).await;
+                Some((from_api(&u, &planned), private(u.version)))
+            }
             Err(e) => {
                 diag::api_error(diags, "Cannot create reserved user", &e, FIELDS);
                 None
@@ -174,7 +180,10 @@ impl ReservedUserResource {
         let admin = known(diags, "admin", &planned.admin)?;
         let body = ReservedUserUpdate { display_name, admin };
         match client.put::<_, ReservedUser>(&item(&hs, &id), &body, version_of(&planned_private)).await {
-            Ok(u) => Some((from_api(&u, &planned), private(u.version))),
+            Ok(u) => {
+                let u = wait_applied(diags, &client, &item(&hs, &id), "reserved user", u, APPLY_WAIT_LIMIT).await;
+                Some((from_api(&u, &planned), private(u.version)))
+            }
             Err(e) => {
                 diag::api_error(diags, "Cannot update reserved user", &e, FIELDS);
                 None

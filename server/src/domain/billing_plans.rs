@@ -3,11 +3,12 @@
 use chrono::{DateTime, Months, Utc};
 use matrixhost_api::{
     check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
-    BillingStatus, Catalog, PaymentMethodId, Plan, PlanChange, PlanTier,
+    BillingStatus, Catalog, HomeserverStatus, PaymentMethodId, Plan, PlanChange, PlanTier,
 };
 use sqlx::any::AnyRow;
 
-use super::{check_version, homeservers, DomainError, DomainResult, PageRequest};
+use super::apply::{apply_status, HostOf};
+use super::{check_version, homeservers, DomainError, DomainResult, PageRequest, WriteContext};
 use crate::db::{lock_row, ts, Db, RowExt, Tx};
 
 /// A subscription as stored, before the clock is applied.
@@ -27,6 +28,10 @@ pub struct Subscription {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     pub version: i64,
+    /// The version the homeserver paid for runs with (see `domain::apply`).
+    applied_version: Option<i64>,
+    /// That homeserver's status and reason, when one is on this plan.
+    host: Option<(HomeserverStatus, Option<String>)>,
 }
 
 fn period_months(period: BillingPeriod) -> u32 {
@@ -71,6 +76,11 @@ impl Subscription {
             created_at: r.time("created_at")?,
             updated_at: r.time("updated_at")?,
             version: r.int("version")?,
+            applied_version: r.opt_int("applied_version")?,
+            host: match r.opt_text("hs_status")? {
+                Some(status) => Some((HomeserverStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("bad homeserver status"))?, r.opt_text("hs_status_reason")?)),
+                None => None,
+            },
         })
     }
 
@@ -121,6 +131,8 @@ impl Subscription {
     }
 
     pub fn to_api(&self, catalog: &Catalog) -> DomainResult<BillingPlan> {
+        let host = self.host.as_ref().map(|(status, reason)| HostOf { status: *status, status_reason: reason.as_deref() });
+        let (apply_status, apply_error) = apply_status(self.version, self.applied_version, None, host);
         Ok(BillingPlan {
             id: self.id.clone(),
             plan: self.plan.clone(),
@@ -137,16 +149,23 @@ impl Subscription {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            apply_status,
+            apply_error,
         })
     }
 }
 
 const COLUMNS: &str = "id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
     anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version";
+/// What a read adds: how far the homeserver on the plan has got with it.
+const READ_COLUMNS: &str = "id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
+    anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version, applied_version, \
+    (SELECT h.status FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status, \
+    (SELECT h.status_reason FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status_reason";
 
 /// Loads a subscription of the organization, settled to `now`.
 pub async fn load(tx: &mut Tx<'_>, org_id: &str, id: &str, now: DateTime<Utc>) -> DomainResult<Option<Subscription>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM billing_plans WHERE id = $1 AND org_id = $2")).bind(id).bind(org_id).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(&format!("SELECT {READ_COLUMNS} FROM billing_plans WHERE id = $1 AND org_id = $2")).bind(id).bind(org_id).fetch_optional(&mut **tx).await?;
     let Some(row) = row else { return Ok(None) };
     let mut sub = Subscription::from_row(&row)?;
     sub.settle(now);
@@ -158,7 +177,7 @@ pub async fn load_or_404(tx: &mut Tx<'_>, org_id: &str, id: &str, now: DateTime<
 }
 
 pub async fn list(db: &Db, org_id: &str, page: PageRequest<'_>, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<Vec<BillingPlan>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM billing_plans WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"))
+    let rows = sqlx::query(&format!("SELECT {READ_COLUMNS} FROM billing_plans WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"))
         .bind(org_id)
         .bind(page.after)
         .bind(page.fetch)
@@ -195,8 +214,10 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
         created_at: now,
         updated_at: now,
         version: 1,
+        applied_version: Some(1),
+        host: None,
     };
-    sqlx::query(&format!("INSERT INTO billing_plans (org_id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
+    sqlx::query(&format!("INSERT INTO billing_plans (org_id, {COLUMNS}, applied_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"))
         .bind(org_id)
         .bind(&sub.id)
         .bind(sub.plan.as_str())
@@ -212,6 +233,7 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
         .bind(ts(now))
         .bind(ts(now))
         .bind(sub.version)
+        .bind(sub.applied_version)
         .execute(&mut **tx)
         .await?;
     tracing::info!(billing_plan_id = %sub.id, plan = %sub.plan, "created billing plan");
@@ -260,9 +282,9 @@ pub async fn update(
     id: &str,
     expected_version: Option<i64>,
     body: BillingPlanUpdate,
-    now: DateTime<Utc>,
-    catalog: &Catalog,
+    ctx: WriteContext<'_>,
 ) -> DomainResult<BillingPlan> {
+    let WriteContext { hosted, now, catalog } = ctx;
     lock_row(tx, "billing_plans", id).await?;
     let mut sub = load_or_404(tx, org_id, id, now).await?;
     check_version(expected_version, sub.version, "billing plan")?;
@@ -277,9 +299,13 @@ pub async fn update(
     check_homeserver_fits(tx, &sub, catalog, field).await?;
     sub.version += 1;
     sub.updated_at = now;
+    // Without a homeserver on it, or without a runtime, nothing has to apply the change.
+    if !hosted || sub.host.is_none() {
+        sub.applied_version = Some(sub.version);
+    }
     let done = sqlx::query(
         "UPDATE billing_plans SET plan = $1, active_plan = $2, pending_plan = $3, billing_period = $4, additional_users = $5, \
-         payment_method_id = $6, current_period_start = $7, current_period_end = $8, updated_at = $9, version = $10 \
+         payment_method_id = $6, current_period_start = $7, current_period_end = $8, updated_at = $9, version = $10, applied_version = $13 \
          WHERE id = $11 AND version = $12",
     )
     .bind(sub.plan.as_str())
@@ -294,6 +320,7 @@ pub async fn update(
     .bind(sub.version)
     .bind(&sub.id)
     .bind(stored_version)
+    .bind(sub.applied_version)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() != 1 {
@@ -361,6 +388,8 @@ mod tests {
             created_at: t0,
             updated_at: t0,
             version: 1,
+            applied_version: Some(1),
+            host: None,
         };
         sub.settle(at(2026, 2, 9));
         assert_eq!(sub.active_plan.as_str(), "gold");

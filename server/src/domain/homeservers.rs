@@ -8,7 +8,7 @@ use matrixhost_api::{
 use sqlx::any::AnyRow;
 
 use super::billing_plans::{self, Subscription};
-use super::{check_version, DomainError, DomainResult, PageRequest};
+use super::{check_version, DomainError, DomainResult, PageRequest, WriteContext};
 use crate::db::{is_unique_violation, lock_row, ts, Db, RowExt, Tx};
 
 const COLUMNS: &str = "id, name, server_name, region, billing_plan_id, federation_enabled, registration, allowed_email_domains, \
@@ -227,18 +227,10 @@ async fn insert(tx: &mut Tx<'_>, org_id: &str, hs: &Homeserver) -> DomainResult<
     }
 }
 
-/// What an update is checked against.
-pub struct UpdateContext<'a> {
-    /// The runtime runs homeservers.
-    pub hosted: bool,
-    pub now: DateTime<Utc>,
-    pub catalog: &'a Catalog,
-}
-
 /// Applies new settings. When hosted, a change the homeserver must apply shows `updating` at
 /// once, so a client polling for `running` never mistakes the old state for the new one.
-pub async fn update(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: Option<i64>, body: HomeserverUpdate, ctx: UpdateContext<'_>) -> DomainResult<Homeserver> {
-    let UpdateContext { hosted, now, catalog } = ctx;
+pub async fn update(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: Option<i64>, body: HomeserverUpdate, ctx: WriteContext<'_>) -> DomainResult<Homeserver> {
+    let WriteContext { hosted, now, catalog } = ctx;
     lock_row(tx, "homeservers", id).await?;
     let mut hs = load_or_404(tx, org_id, id).await?;
     check_version(expected_version, hs.version, "homeserver")?;

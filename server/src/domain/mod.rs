@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod account_links;
+pub mod apply;
 pub mod accounts;
 pub mod backup_policies;
 pub mod backup_schedule;
@@ -19,6 +20,14 @@ pub mod runtime;
 pub mod sessions;
 
 use matrixhost_api::RuleError;
+
+/// What a write is checked against and recorded with.
+pub struct WriteContext<'a> {
+    /// The runtime runs homeservers (so changes are applied by it, not at once).
+    pub hosted: bool,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub catalog: &'a matrixhost_api::Catalog,
+}
 
 /// Why a domain operation did not happen.
 #[derive(Debug, thiserror::Error)]

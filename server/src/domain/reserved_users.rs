@@ -1,18 +1,27 @@
 //! Reserved users: users holding slots inside the MAU cap (R8). Table `reserved_users`.
 
 use chrono::{DateTime, Utc};
-use matrixhost_api::{check_reserved_within_cap, Catalog, Email, Homeserver, ReservedUser, ReservedUserCreate, ReservedUserUpdate};
+use matrixhost_api::{
+    check_reserved_within_cap, Catalog, Email, Homeserver, HomeserverStatus, ReservedUser, ReservedUserCreate, ReservedUserUpdate,
+};
 use matrixhost_seal::Sealer;
 use sqlx::any::AnyRow;
 
-use super::{check_version, homeservers, DomainError, DomainResult, PageRequest};
+use super::apply::{applied_at_write, apply_status, HostOf};
+use super::{check_version, homeservers, DomainError, DomainResult, PageRequest, WriteContext};
 use crate::db::{is_unique_violation, lock_row, ts, Db, RowExt, Tx};
 
-const COLUMNS: &str = "r.id, r.homeserver_id, r.email, r.localpart, r.display_name, r.admin, r.created_at, r.updated_at, r.version, h.server_name";
+const COLUMNS: &str = "r.id, r.homeserver_id, r.email, r.localpart, r.display_name, r.admin, r.created_at, r.updated_at, r.version, \
+    r.applied_version, r.account_error, h.server_name, h.status AS hs_status, h.status_reason AS hs_status_reason";
 
 fn from_row(r: &AnyRow) -> anyhow::Result<ReservedUser> {
     let localpart: Option<matrixhost_api::Localpart> = r.opt_parsed("localpart")?;
     let server_name = r.text("server_name")?;
+    let version = r.int("version")?;
+    let hs_status = HomeserverStatus::parse(&r.text("hs_status")?).ok_or_else(|| anyhow::anyhow!("bad homeserver status"))?;
+    let hs_reason = r.opt_text("hs_status_reason")?;
+    let host = HostOf { status: hs_status, status_reason: hs_reason.as_deref() };
+    let (apply_status, apply_error) = apply_status(version, r.opt_int("applied_version")?, r.opt_text("account_error")?.as_deref(), Some(host));
     Ok(ReservedUser {
         id: r.text("id")?,
         homeserver_id: r.text("homeserver_id")?,
@@ -23,7 +32,9 @@ fn from_row(r: &AnyRow) -> anyhow::Result<ReservedUser> {
         admin: r.flag("admin")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,
-        version: r.int("version")?,
+        version,
+        apply_status,
+        apply_error,
     })
 }
 
@@ -98,9 +109,9 @@ pub async fn create(
     homeserver_id: &str,
     body: ReservedUserCreate,
     mailer: &Mailer<'_>,
-    now: DateTime<Utc>,
-    catalog: &Catalog,
+    ctx: WriteContext<'_>,
 ) -> DomainResult<ReservedUser> {
+    let WriteContext { hosted, now, catalog } = ctx;
     let sealer = mailer.sealer;
     // Serialises creates on one homeserver (and plan changes) so two cannot both take the last slot.
     lock_row(tx, "homeservers", homeserver_id).await?;
@@ -113,8 +124,8 @@ pub async fn create(
     // Kept only until the runtime creates the account, sealed to this record.
     let sealed_password = body.initial_password.as_ref().map(|p| sealer.seal(p.expose().as_bytes(), &id)).transpose().map_err(DomainError::internal)?;
     let inserted = sqlx::query(
-        "INSERT INTO reserved_users (id, org_id, homeserver_id, email, localpart, display_name, admin, initial_password_sealed, created_at, updated_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO reserved_users (id, org_id, homeserver_id, email, localpart, display_name, admin, initial_password_sealed, created_at, updated_at, version, applied_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&id)
     .bind(org_id)
@@ -127,6 +138,7 @@ pub async fn create(
     .bind(ts(now))
     .bind(ts(now))
     .bind(1_i64)
+    .bind(applied_at_write(hosted, 1))
     .execute(&mut **tx)
     .await;
     match inserted {
@@ -136,6 +148,8 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     }
+    let host = HostOf { status: hs.status, status_reason: hs.status_reason.as_deref() };
+    let (apply_status, apply_error) = apply_status(1, applied_at_write(hosted, 1), None, Some(host));
     let user = ReservedUser {
         id,
         homeserver_id: hs.id.clone(),
@@ -147,6 +161,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         version: 1,
+        apply_status,
+        apply_error,
     };
     // Without an initial password the person chooses their own through an invitation, so no
     // password passes through Terraform or its state.
@@ -218,7 +234,7 @@ pub async fn usable_invitation(db: &Db, token: &str, now: DateTime<Utc>) -> Doma
     }
 }
 
-/// Uses the link (once): the caller sets the password, then commits.
+/// Claims the link (once); the caller sets the password and, if that fails, reopens it.
 pub async fn accept_invitation(tx: &mut Tx<'_>, token: &str, now: DateTime<Utc>) -> DomainResult<Option<Invited>> {
     let hash = super::orgs::hash_token(token);
     let row = sqlx::query(&format!(
@@ -240,6 +256,16 @@ pub async fn accept_invitation(tx: &mut Tx<'_>, token: &str, now: DateTime<Utc>)
         return Ok(None);
     }
     invited_from_row(&row).map(Some)
+}
+
+/// Gives a claimed link back (the homeserver did not take the password), so it can be used again.
+pub async fn reopen_invitation(db: &Db, id: &str, token: &str) -> DomainResult<()> {
+    sqlx::query("UPDATE reserved_users SET invite_accepted_at = NULL, invite_token_hash = $1 WHERE id = $2 AND invite_token_hash IS NULL")
+        .bind(super::orgs::hash_token(token))
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// A new link for an invitation whose link expired, mailed to the address on record (so the
@@ -289,27 +315,29 @@ pub async fn update(
     id: &str,
     expected_version: Option<i64>,
     body: ReservedUserUpdate,
+    hosted: bool,
     now: DateTime<Utc>,
 ) -> DomainResult<ReservedUser> {
-    let mut user = load_or_404(tx, org_id, homeserver_id, id).await?;
+    let user = load_or_404(tx, org_id, homeserver_id, id).await?;
     check_version(expected_version, user.version, "reserved user")?;
-    let done = sqlx::query("UPDATE reserved_users SET display_name = $1, admin = $2, updated_at = $3, version = $4 WHERE id = $5 AND version = $6")
-        .bind(body.display_name.as_ref().map(|d| d.to_string()))
-        .bind(i64::from(body.admin))
-        .bind(ts(now))
-        .bind(user.version + 1)
-        .bind(&user.id)
-        .bind(user.version)
-        .execute(&mut **tx)
-        .await?;
+    // A new version starts with no error: the runtime tries it afresh.
+    let done = sqlx::query(
+        "UPDATE reserved_users SET display_name = $1, admin = $2, updated_at = $3, version = $4, applied_version = COALESCE($7, applied_version), \
+         account_error = NULL WHERE id = $5 AND version = $6",
+    )
+    .bind(body.display_name.as_ref().map(|d| d.to_string()))
+    .bind(i64::from(body.admin))
+    .bind(ts(now))
+    .bind(user.version + 1)
+    .bind(&user.id)
+    .bind(user.version)
+    .bind(applied_at_write(hosted, user.version + 1))
+    .execute(&mut **tx)
+    .await?;
     if done.rows_affected() != 1 {
         return Err(DomainError::version_conflict("reserved user"));
     }
-    user.display_name = body.display_name;
-    user.admin = body.admin;
-    user.updated_at = now;
-    user.version += 1;
-    Ok(user)
+    load_or_404(tx, org_id, homeserver_id, id).await
 }
 
 /// Frees the slot; the Matrix account is kept (see `docs/runtime.md`).

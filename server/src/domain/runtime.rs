@@ -20,6 +20,8 @@ pub struct Target {
     /// R12: why logins are blocked by billing or the operator, if they are.
     pub blocked: Option<String>,
     pub reserved: Vec<ReservedAccount>,
+    /// The version of the subscription this target was read at.
+    pub plan_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct ReservedAccount {
     pub password_sealed: Option<String>,
     pub version: i64,
     pub synced_version: Option<i64>,
+    /// The version the homeserver last put into effect (see `domain::apply`).
+    pub applied_version: Option<i64>,
 }
 
 /// The message users see while a payment is outstanding (R12).
@@ -57,7 +61,7 @@ pub async fn target(db: &Db, org_id: &str, id: &str, now: DateTime<Utc>, catalog
         _ => None,
     };
     let rows = sqlx::query(
-        "SELECT id, email, localpart, display_name, admin, initial_password_sealed, version, account_synced_version \
+        "SELECT id, email, localpart, display_name, admin, initial_password_sealed, version, account_synced_version, applied_version \
          FROM reserved_users WHERE homeserver_id = $1 ORDER BY id",
     )
     .bind(id)
@@ -75,10 +79,11 @@ pub async fn target(db: &Db, org_id: &str, id: &str, now: DateTime<Utc>, catalog
                 password_sealed: r.opt_text("initial_password_sealed")?,
                 version: r.int("version")?,
                 synced_version: r.opt_int("account_synced_version")?,
+                applied_version: r.opt_int("applied_version")?,
             })
         })
         .collect::<DomainResult<Vec<_>>>()?;
-    Ok(Some(Target { mau_cap: sub.mau_cap(catalog)?, plan, blocked, reserved, homeserver: hs }))
+    Ok(Some(Target { mau_cap: sub.mau_cap(catalog)?, plan, blocked, reserved, plan_version: sub.version, homeserver: hs }))
 }
 
 /// What the runtime keeps per homeserver.
@@ -216,6 +221,36 @@ pub async fn set_status(
     .bind(only_at_version.unwrap_or(-1))
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Reserved user id -> the version its account was last synced at, for one homeserver.
+pub async fn account_synced_versions(db: &Db, homeserver_id: &str) -> DomainResult<std::collections::HashMap<String, Option<i64>>> {
+    let rows = sqlx::query("SELECT id, account_synced_version FROM reserved_users WHERE homeserver_id = $1").bind(homeserver_id).fetch_all(db).await?;
+    rows.iter().map(|r| Ok::<_, DomainError>((r.text("id")?, r.opt_int("account_synced_version")?))).collect()
+}
+
+/// The homeserver runs with `target` in effect: each reserved user's slot (and its account,
+/// when it has one, synced at that version) and the subscription at the version read. A row
+/// changed since the target was read keeps its newer version pending.
+pub async fn mark_applied(db: &Db, target: &Target) -> DomainResult<()> {
+    let mut tx = db.begin().await?;
+    for r in target.reserved.iter().filter(|r| r.applied_version != Some(r.version)) {
+        sqlx::query(
+            "UPDATE reserved_users SET applied_version = version WHERE id = $1 AND version = $2 \
+             AND (localpart IS NULL OR account_synced_version = version)",
+        )
+        .bind(&r.id)
+        .bind(r.version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("UPDATE billing_plans SET applied_version = version WHERE id = $1 AND version = $2")
+        .bind(&target.homeserver.billing_plan_id)
+        .bind(target.plan_version)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 

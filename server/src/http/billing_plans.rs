@@ -13,6 +13,7 @@ use matrixhost_api::{BillingPlan, BillingPlanCreate, BillingPlanUpdate, Page};
 use super::idempotency::{self, Begun};
 use super::{ApiJson, App, AppResult, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
 use crate::domain::billing_plans as domain;
+use crate::domain::WriteContext;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new().route("/v1/billing-plans", get(list).post(create)).route("/v1/billing-plans/{billing_plan_id}", get(read).put(update).delete(remove))
@@ -52,7 +53,8 @@ async fn update(
 ) -> AppResult<Versioned<BillingPlan>> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
-    let plan = domain::update(&mut tx, &caller.org_id, &id, if_match.0, body, p.clock.now(), &p.settings.catalog).await?;
+    let ctx = WriteContext { hosted: p.hosts_homeservers(), now: p.clock.now(), catalog: &p.settings.catalog };
+    let plan = domain::update(&mut tx, &caller.org_id, &id, if_match.0, body, ctx).await?;
     tx.commit().await?;
     p.changed();
     let version = plan.version;

@@ -62,7 +62,7 @@ async fn update(
 ) -> AppResult<Versioned<Homeserver>> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
-    let ctx = domain::UpdateContext { hosted: p.hosts_homeservers(), now: p.clock.now(), catalog: &p.settings.catalog };
+    let ctx = crate::domain::WriteContext { hosted: p.hosts_homeservers(), now: p.clock.now(), catalog: &p.settings.catalog };
     let hs = domain::update(&mut tx, &caller.org_id, &id, if_match.0, body, ctx).await?;
     tx.commit().await?;
     p.changed();

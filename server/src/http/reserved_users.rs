@@ -13,6 +13,7 @@ use matrixhost_api::{Page, ReservedUser, ReservedUserCreate, ReservedUserUpdate}
 use super::idempotency::{self, Begun};
 use super::{ApiJson, App, AppResult, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
 use crate::domain::reserved_users as domain;
+use crate::domain::WriteContext;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -46,7 +47,8 @@ async fn create(
         Begun::Fresh(tx) => tx,
     };
     let mailer = domain::Mailer { sealer: &p.sealer, console_url: p.console_url() };
-    let user = domain::create(&mut tx, &caller.org_id, &homeserver_id, body, &mailer, p.clock.now(), &p.settings.catalog).await?;
+    let ctx = WriteContext { hosted: p.hosts_homeservers(), now: p.clock.now(), catalog: &p.settings.catalog };
+    let user = domain::create(&mut tx, &caller.org_id, &homeserver_id, body, &mailer, ctx).await?;
     let response = idempotency::finish(tx, &caller, &key, Versioned::created(user, 1)).await?;
     p.changed();
     p.mail_queued();
@@ -62,7 +64,7 @@ async fn update(
 ) -> AppResult<Versioned<ReservedUser>> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
-    let user = domain::update(&mut tx, &caller.org_id, &homeserver_id, &id, if_match.0, body, p.clock.now()).await?;
+    let user = domain::update(&mut tx, &caller.org_id, &homeserver_id, &id, if_match.0, body, p.hosts_homeservers(), p.clock.now()).await?;
     tx.commit().await?;
     p.changed();
     let version = user.version;

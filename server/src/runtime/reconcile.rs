@@ -128,9 +128,14 @@ impl Runtime {
         let state = self.agent().status(&id).await?;
         let oom_restart = self.note_oom(&hs.id, &row, &state).await?;
         let fingerprint = spec.fingerprint();
+        // What the store says now (the target is a snapshot): the final status is written when it differs.
+        let mut stored_status = hs.status;
         if !state.running || state.fingerprint.as_deref() != Some(fingerprint.as_str()) || oom_restart {
             if state.running {
                 store::set_status(db, &hs.id, HomeserverStatus::Updating, Some("applying new settings"), None, self.platform.clock.now(), None).await?;
+                stored_status = HomeserverStatus::Updating;
+                // New accounts made before the restart hold their slots after it: one restart, not two.
+                self.sync_accounts_before_restart(target, &admin).await;
                 if oom_restart {
                     self.agent().stop(&id, None).await?;
                 }
@@ -159,7 +164,7 @@ impl Runtime {
         }
 
         let token = self.service_token(&hs.id, hs.server_name.as_str(), &admin).await?;
-        if self.sync_accounts(target, &admin, &token).await? {
+        if self.sync_accounts(target, &admin, &token, true).await? {
             // Synapse reads reserved threepids at start-up: restart so new accounts hold their slot (R8).
             self.agent().stop(&id, None).await?;
             self.start(&id, &spec, limits, ensured.tenant_uid).await?;
@@ -170,11 +175,29 @@ impl Runtime {
             Some(reason) => (HomeserverStatus::Blocked, Some(reason.as_str())),
             None => (HomeserverStatus::Running, None),
         };
-        if hs.status != status || hs.client_url.as_deref() != Some(client_url.as_str()) || hs.status_reason.as_deref() != reason {
+        if stored_status != status || hs.client_url.as_deref() != Some(client_url.as_str()) || hs.status_reason.as_deref() != reason {
             store::set_status(db, &hs.id, status, reason, Some((&client_url, &notice_url)), self.platform.clock.now(), Some(hs.version)).await?;
             tracing::info!(homeserver_id = %hs.id, status = status.as_str(), "homeserver converged");
         }
+        // Last, after the status: a client that sees its change applied finds the homeserver answering.
+        store::mark_applied(db, target).await?;
         Ok(())
+    }
+
+    /// Best effort, on the homeserver still running the old settings: accounts it makes now are
+    /// found by the restart that follows. Whatever fails here is tried (and recorded) after it.
+    async fn sync_accounts_before_restart(&self, target: &Target, admin: &MatrixAdmin) {
+        if !target.reserved.iter().any(|r| r.localpart.is_some() && r.synced_version != Some(r.version)) {
+            return;
+        }
+        let id = &target.homeserver.id;
+        let token = match self.service_token(id, target.homeserver.server_name.as_str(), admin).await {
+            Ok(token) => token,
+            Err(e) => return tracing::debug!(homeserver_id = %id, error = %e, "accounts wait for the restart"),
+        };
+        if let Err(e) = self.sync_accounts(target, admin, &token, false).await {
+            tracing::debug!(homeserver_id = %id, error = %e, "accounts wait for the restart");
+        }
     }
 
     /// Starts `spec` and waits until the homeserver answers on its socket. A failure begins or
@@ -289,24 +312,31 @@ impl Runtime {
     }
 
     /// Reserved users with a localpart get a real account with their email bound. Returns
-    /// whether an account was created (reserved slots then need a restart).
-    async fn sync_accounts(&self, target: &Target, admin: &MatrixAdmin, token: &str) -> Result<bool, RuntimeError> {
+    /// whether an account was created (reserved slots then need a restart). Refusals are
+    /// recorded on the reserved user when `record_refusals`.
+    async fn sync_accounts(&self, target: &Target, admin: &MatrixAdmin, token: &str, record_refusals: bool) -> Result<bool, RuntimeError> {
         let mut created = false;
+        // Read again: the target is a snapshot, and a sync before a restart may have done some.
+        let synced_now = store::account_synced_versions(&self.platform.db, &target.homeserver.id).await?;
         for r in &target.reserved {
             let Some(localpart) = &r.localpart else { continue };
-            if r.synced_version == Some(r.version) {
+            let synced = synced_now.get(&r.id).copied().flatten();
+            if synced == Some(r.version) {
                 continue;
             }
             let user_id = format!("@{localpart}:{}", target.homeserver.server_name);
             let password = match &r.password_sealed {
                 Some(sealed) => Some(self.platform.sealer.open_string(sealed, &r.id).map_err(RuntimeError::internal)?.to_string()),
-                None if r.synced_version.is_none() => Some(hex::encode(rand::random::<[u8; 24]>())),
+                None if synced.is_none() => Some(hex::encode(rand::random::<[u8; 24]>())),
                 None => None,
             };
             match admin.upsert_user(token, &user_id, &r.email, r.display_name.as_deref(), r.admin, password.as_deref()).await {
                 Ok(()) => {
-                    created |= r.synced_version.is_none();
+                    created |= synced.is_none();
                     store::mark_account_synced(&self.platform.db, &r.id, r.version, None).await?;
+                }
+                Err(e) if !record_refusals => {
+                    tracing::debug!(reserved_user_id = %r.id, error = %format!("{e:#}"), "account not synced yet");
                 }
                 Err(e) => {
                     // The homeserver's own words stay in the log; the record gets ours.
@@ -408,7 +438,24 @@ pub struct PasswordSetter {
 }
 
 impl PasswordSetter {
+    /// How long a homeserver that is restarting (to take new settings) is waited for.
+    const RESTART_GRACE: Duration = Duration::from_secs(20);
+
     pub async fn set(&self, user_id: &str, password: &str) -> Result<(), RuntimeError> {
-        self.admin.set_password(&self.token, user_id, password).await.map_err(RuntimeError::internal)
+        let started = Instant::now();
+        loop {
+            match self.admin.set_password(&self.token, user_id, password).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Self::restarting(&e) && started.elapsed() < Self::RESTART_GRACE => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(RuntimeError::internal(e)),
+            }
+        }
+    }
+
+    /// Unreachable, or the ingress finding no Synapse behind it: a restart, not a refusal.
+    fn restarting(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<MatrixError>().is_some_and(|m| m.status == 0 || m.status == 502 || m.status == 503)
     }
 }

@@ -98,13 +98,18 @@ async fn accept(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, For
     let Some(runtime) = &app.runtime else {
         return page(StatusCode::CONFLICT, form(&ctx, &post.token, &invited.user_id, &FormErrors::general("This homeserver is not running; try again later.")));
     };
-    // The link is used only if the homeserver took the password (the transaction commits last).
+    // The link is claimed first (once), and given back if the homeserver does not take the
+    // password. No transaction stays open while a tenant's homeserver answers: a slow or
+    // hostile one must not hold the control plane's database.
     let outcome = async {
         let setter = runtime.password_setter(&invited.homeserver_id).await.map_err(crate::domain::DomainError::internal)?;
         let mut tx = p.db.begin().await?;
         let Some(accepted) = reserved_users::accept_invitation(&mut tx, &post.token, now).await? else { return Ok::<_, crate::domain::DomainError>(None) };
-        setter.set(&accepted.user_id, password.expose()).await.map_err(crate::domain::DomainError::internal)?;
         tx.commit().await?;
+        if let Err(e) = setter.set(&accepted.user_id, password.expose()).await {
+            reserved_users::reopen_invitation(&p.db, &accepted.id, &post.token).await?;
+            return Err(crate::domain::DomainError::internal(e));
+        }
         Ok(Some(accepted))
     }
     .await;
