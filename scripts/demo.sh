@@ -3,8 +3,9 @@
 # start the node agent (root) and matrixhostd in dev mode (embedded SQLite, as
 # the unprivileged `matrixhost` user) on loopback, install the Terraform
 # provider into a project-local filesystem mirror, `terraform apply`
-# examples/quickstart against matrixhostd, and log in to the new homeserver
-# through the Matrix client API.
+# examples/quickstart against matrixhostd, accept the admin's emailed
+# invitation (from the dev Maildir) with a generated password, and log in to
+# the new homeserver through the Matrix client API.
 #
 #   MATRIXHOST_DEMO_PORT=8787  port for matrixhostd
 #   MATRIXHOST_DEMO_EXIT=1     stop matrixhostd after the demo instead of
@@ -17,7 +18,7 @@
 #                              (scripts/onboard.py), then apply with it
 #
 # Reruns are idempotent: the state (matrixhostd's database, the Terraform state
-# and the admin password) lives in .state/demo/, so a second run applies no
+# and the admin's chosen password) lives in .state/demo/, so a second run applies no
 # changes and logs in to the same homeserver. Remove .state/demo/ to start over.
 # Secrets (the API token, the admin password) are read from 0600 files into
 # the environment of the commands that need them; they are never printed.
@@ -34,14 +35,21 @@ AGENT_PID_FILE="$STATE_DIR/matrixhost-agent.pid"
 LOG_FILE="$STATE_DIR/matrixhostd.log"
 AGENT_LOG_FILE="$STATE_DIR/matrixhost-agent.log"
 TOKEN_FILE="$STATE_DIR/api/dev-token"
-PASSWORD_FILE="$STATE_DIR/admin-password"
 MIRROR="$STATE_DIR/terraform-mirror"
 TF_RC="$STATE_DIR/terraform.rc"
 ONBOARD="${MATRIXHOST_DEMO_ONBOARD:-dev}"
 case "$ONBOARD" in
-    dev) WORKDIR="$STATE_DIR/quickstart" ;;
-    # Another organization: its own Terraform state.
-    signup) WORKDIR="$STATE_DIR/quickstart-signup" ;;
+    dev)
+        WORKDIR="$STATE_DIR/quickstart"
+        ADMIN_EMAIL="admin@example.com"
+        PASSWORD_FILE="$STATE_DIR/admin-password"
+        ;;
+    # Another organization: its own Terraform state and its own admin.
+    signup)
+        WORKDIR="$STATE_DIR/quickstart-signup"
+        ADMIN_EMAIL="admin@customer.example"
+        PASSWORD_FILE="$STATE_DIR/customer-admin-password"
+        ;;
     *) printf '[demo] ERROR: MATRIXHOST_DEMO_ONBOARD must be dev or signup\n' >&2; exit 1 ;;
 esac
 EXAMPLE="$ROOT/examples/quickstart"
@@ -201,18 +209,13 @@ EOF
 echo "terraform.local/matrixhost/matrixhost $VERSION (linux_$ARCH); CLI config $(rel "$TF_RC")"
 
 section "terraform: examples/quickstart"
-# The admin's initial password: generated once into a private file, handed to
-# Terraform as the sensitive variable admin_password (TF_VAR_admin_password).
-if [[ ! -s "$PASSWORD_FILE" ]]; then
-    if [[ -s "$WORKDIR/terraform.tfstate" ]] && grep -q '"matrixhost_reserved_user"' "$WORKDIR/terraform.tfstate"; then
-        die "$(rel "$PASSWORD_FILE") is gone but the admin account exists; remove .state/demo/ to start over"
-    fi
-    (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$PASSWORD_FILE")
+# The admin chooses a password through the emailed invitation (below); an
+# earlier run's choice is in a private file.
+if [[ ! -s "$PASSWORD_FILE" && -s "$WORKDIR/terraform.tfstate" ]] && grep -q '"matrixhost_reserved_user"' "$WORKDIR/terraform.tfstate"; then
+    die "$(rel "$PASSWORD_FILE") is gone but the admin account exists; remove .state/demo/ to start over"
 fi
 # Terraform works in a copy of the example, so that its state, lock file and
 # .terraform/ stay under .state/ and the example directory stays clean.
-# The state holds the admin's initial password (a sensitive value): keep the
-# directory private.
 mkdir -p "$WORKDIR"
 chmod 700 "$WORKDIR"
 rm -f "$WORKDIR"/*.tf
@@ -220,14 +223,14 @@ cp "$EXAMPLE"/*.tf "$WORKDIR"/
 echo "working directory: $(rel "$WORKDIR") (a copy of examples/quickstart)"
 
 # tf ARGS...: runs Terraform 1.0.3 in the working directory with the
-# mirror, the endpoint and, from their files, the token and the password.
+# mirror, the endpoint and, from its file, the token.
 tf() {
     (
         cd "$WORKDIR"
         TF_CLI_CONFIG_FILE="$TF_RC" TF_IN_AUTOMATION=1 TF_INPUT=0 \
             MATRIXHOST_ENDPOINT="$BASE" \
             MATRIXHOST_TOKEN="$(tr -d '[:space:]' <"$TOKEN_FILE")" \
-            TF_VAR_admin_password="$(tr -d '\n' <"$PASSWORD_FILE")" \
+            TF_VAR_admin_email="$ADMIN_EMAIL" \
             "$TERRAFORM" "$@"
     )
 }
@@ -242,10 +245,15 @@ admin_user_id="$(tf output -raw admin_user_id)"
 [[ -n "$client_url" ]] || die "the quickstart has no client_url"
 echo "homeserver $server_name is running at $client_url"
 
+section "invitation: $ADMIN_EMAIL chooses the admin password"
+# No password passed through Terraform: the admin follows the one-time link
+# mailed to them (here from the dev Maildir) and chooses one.
+python3 "$ROOT/scripts/accept_invite.py" --console "$BASE" --maildir "$STATE_DIR/api/maildir" \
+    --email "$ADMIN_EMAIL" --password-file "$PASSWORD_FILE"
+
 section "Matrix login as $admin_user_id"
-# The account exists a few seconds after the apply: the homeserver restarts
-# once to take the reservation. The password goes to Python from its file and
-# the access token is never printed.
+# The account exists when the apply returns. The password goes to Python from
+# its file and the access token is never printed.
 python3 - "$client_url" "$PASSWORD_FILE" "$WORK/login.json" <<'PY' || die "login as admin failed: $(cat "$WORK/login.json" 2>/dev/null)"
 import json, sys, time, urllib.error, urllib.request
 
@@ -292,7 +300,6 @@ Terraform:      the quickstart's state is in $(rel "$WORKDIR"); to plan or chang
                   export TF_CLI_CONFIG_FILE=$TF_RC
                   export MATRIXHOST_ENDPOINT=$BASE
                   export MATRIXHOST_TOKEN="\$(cat $TOKEN_FILE)"
-                  export TF_VAR_admin_password="\$(cat $PASSWORD_FILE)"
                   cd $WORKDIR && $TERRAFORM plan
 API:            $BASE   (token in $(rel "$TOKEN_FILE"), log in $(rel "$LOG_FILE"))
 Console:        $BASE/console   (sign up, tokens, data export; mail in $(rel "$STATE_DIR/api/maildir"))

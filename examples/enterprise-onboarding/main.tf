@@ -30,8 +30,8 @@ module "staff" {
   data_controller = local.data_controller
 
   # Executives and IT always get in, even after a month away (R8).
-  reserved_users          = merge(local.executives, local.it_admins)
-  reserved_user_passwords = var.reserved_user_passwords
+  # Each is invited by email to choose their own password.
+  reserved_users = merge(local.executives, local.it_admins)
 
   deletion_protection = var.deletion_protection
   backup_window_start = var.backup_window_start
@@ -53,8 +53,7 @@ module "partners" {
   data_controller    = local.data_controller
 
   # IT administers this homeserver too.
-  reserved_users          = local.it_admins
-  reserved_user_passwords = { for k, v in var.reserved_user_passwords : k => v if contains(keys(local.it_admins), k) }
+  reserved_users = local.it_admins
 
   deletion_protection = var.deletion_protection
   backup_window_start = var.backup_window_start

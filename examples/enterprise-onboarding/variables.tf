@@ -143,10 +143,3 @@ variable "it_admins" {
   }))
   default = {}
 }
-
-variable "reserved_user_passwords" {
-  description = "Initial passwords of the reserved accounts, keyed by localpart. Sensitive: set TF_VAR_reserved_user_passwords from your secret store, never in terraform.tfvars."
-  type        = map(string)
-  default     = {}
-  sensitive   = true
-}

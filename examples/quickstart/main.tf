@@ -20,11 +20,11 @@ resource "matrixhost_homeserver" "this" {
   }
 }
 
-# R8: the admin holds a slot inside the MAU cap and can always log in.
+# R8: the admin holds a slot inside the MAU cap and can always log in. The admin is invited by
+# email to choose a password, so no password passes through Terraform or its state.
 resource "matrixhost_reserved_user" "admin" {
-  homeserver_id    = matrixhost_homeserver.this.id
-  email            = var.admin_email
-  localpart        = "admin"
-  admin            = true
-  initial_password = var.admin_password
+  homeserver_id = matrixhost_homeserver.this.id
+  email         = var.admin_email
+  localpart     = "admin"
+  admin         = true
 }

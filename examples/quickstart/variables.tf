@@ -16,23 +16,12 @@ variable "organization" {
 }
 
 variable "admin_email" {
-  description = "Email address of the homeserver's first administrator (also the data controller's contact, R19)."
+  description = "Email address of the homeserver's first administrator (also the data controller's contact, R19). The invitation to choose the admin password goes there."
   type        = string
   default     = "admin@example.com"
 
   validation {
     condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.admin_email))
     error_message = "The admin_email must be an email address."
-  }
-}
-
-variable "admin_password" {
-  description = "Initial password of the `admin` account (12+ characters). Pass it as TF_VAR_admin_password, never in a file you commit."
-  type        = string
-  sensitive   = true
-
-  validation {
-    condition     = length(var.admin_password) >= 12
-    error_message = "The admin_password must have at least 12 characters."
   }
 }

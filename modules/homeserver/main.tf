@@ -32,12 +32,9 @@ locals {
   plan    = lookup(local.plans, var.plan, null)
   mau_cap = try(local.plan.mau, 0) + var.additional_users
 
-  unknown_password_keys = setsubtract(nonsensitive(keys(var.reserved_user_passwords)), keys(var.reserved_users))
-
   errors = compact([
     local.plan != null && length(var.reserved_users) > local.mau_cap ? "R8: ${length(var.reserved_users)} reserved users exceed the MAU cap of ${local.mau_cap} (${var.plan} plan: ${try(local.plan.mau, 0)} MAU + ${var.additional_users} additional users). Reserved users hold slots inside the cap: remove some, raise additional_users, or choose a larger plan." : "",
     local.plan != null && !var.encryption_by_default && !try(local.plan.e2ee_can_be_disabled, false) ? "R22: the ${var.plan} plan keeps end-to-end encryption on by default; encryption_by_default = false needs a plan that allows it (${join(", ", [for p in data.matrixhost_plans.all.plans : p.tier if p.e2ee_can_be_disabled])})." : "",
-    length(local.unknown_password_keys) > 0 ? "reserved_user_passwords has entries for users that are not in reserved_users: ${join(", ", sort(local.unknown_password_keys))}." : "",
   ])
 
   # Plan-time guardrail (Terraform 1.0 has no preconditions, and a validation block sees only its
@@ -90,16 +87,16 @@ resource "matrixhost_homeserver" "this" {
   }
 }
 
-# R8: each holds a slot inside the MAU cap and can always log in.
+# R8: each holds a slot inside the MAU cap and can always log in. Each person is invited by
+# email to choose their own password, so no password passes through Terraform or its state.
 resource "matrixhost_reserved_user" "this" {
   for_each = local.reserved_users
 
-  homeserver_id    = matrixhost_homeserver.this.id
-  email            = each.value.email
-  localpart        = each.key
-  display_name     = each.value.display_name
-  admin            = each.value.admin
-  initial_password = lookup(var.reserved_user_passwords, each.key, null)
+  homeserver_id = matrixhost_homeserver.this.id
+  email         = each.value.email
+  localpart     = each.key
+  display_name  = each.value.display_name
+  admin         = each.value.admin
 }
 
 # R4: daily encrypted backups, kept 30 days.

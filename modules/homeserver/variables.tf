@@ -216,18 +216,6 @@ variable "reserved_users" {
   }
 }
 
-variable "reserved_user_passwords" {
-  description = "Initial passwords of the reserved users' accounts, keyed like `reserved_users` (12-1024 characters each; users without one set theirs through a password reset). Sensitive: pass it from a secret store or `TF_VAR_reserved_user_passwords`, never in committed files. Sent once, at creation."
-  type        = map(string)
-  default     = {}
-  sensitive   = true
-
-  validation {
-    condition     = var.reserved_user_passwords != null && alltrue([for k, p in var.reserved_user_passwords : length(p) >= 12 && length(p) <= 1024])
-    error_message = "Each initial password must be 12-1024 characters."
-  }
-}
-
 # --------------------------------------------------------------------- backups -------------
 
 variable "backup_window_start" {

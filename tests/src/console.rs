@@ -147,3 +147,17 @@ impl Browser {
         self.post(&path, &fields).await
     }
 }
+
+/// A reserved user's invitation to `server_name` accepted as the person would: the link from the
+/// mail in the server's dev Maildir (`--dev` without a relay), then `password` chosen on its page.
+pub async fn accept_invitation(server: &TestServer, email: &str, server_name: &str, password: &str) {
+    use crate::mail::{link_to, token_of, wait_for_mail};
+    let maildir = server.state_dir().join("api/maildir");
+    let mail = wait_for_mail(&maildir, email, &format!("Your Matrix account on {server_name}"), 0).await;
+    let link = link_to(&mail.text, "/console/invite");
+    let browser = Browser::new(server);
+    let page = browser.get(&link).await;
+    assert_eq!(page.status, StatusCode::OK, "the invitation of {email} (Terraform waited for the account): {}", page.body);
+    let set = browser.post("/console/invite", &[("token", &token_of(&link)), ("password", password)]).await;
+    assert_eq!(set.status, StatusCode::OK, "choosing the password of {email}: {}", set.body);
+}

@@ -5,12 +5,13 @@
 //!   `matrixhost_homeserver`, backed up by `daily-backups` (with an in-place update of the
 //!   window);
 //! * `homeserver-module`: the `homeserver` composition with reserved users, whose admin then
-//!   logs in through the Matrix client API.
+//!   accepts the emailed invitation and logs in through the Matrix client API.
 //!
 //! One server for the file; the two configurations run side by side.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use matrixhost_tests::console::accept_invitation;
 use matrixhost_tests::modules::{test_password, Project};
 use matrixhost_tests::runtime::{runtime_available, Matrix, RuntimeServer};
 use matrixhost_tests::terraform::Terraform;
@@ -80,11 +81,6 @@ output "backup_policy" {
 "#;
 
 const HOMESERVER_MODULE: &str = r#"
-variable "passwords" {
-  type      = map(string)
-  sensitive = true
-}
-
 variable "deletion_protection" {
   type    = bool
   default = true
@@ -115,7 +111,6 @@ module "corp" {
       admin        = false
     }
   }
-  reserved_user_passwords = var.passwords
 
   backup_window_start = "01:15"
   deletion_protection = var.deletion_protection
@@ -147,19 +142,12 @@ output "region" {
 }
 "#;
 
-/// Logs in as `user` with `password`, retrying while the homeserver restarts to take the new
-/// reservation (a reserved account exists a few seconds after the apply).
-pub async fn login_eventually(client_url: &str, user: &str, password: &str) -> Value {
-    let matrix = Matrix::new(client_url);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, body) = matrix.login(user, password).await;
-        if status == 200 {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "login as {user} at {client_url} still fails: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// Logs in as `user` with `password`: at the first attempt, since the apply returned only once
+/// the account was in effect.
+pub async fn login_now(client_url: &str, user: &str, password: &str) -> Value {
+    let (status, body) = Matrix::new(client_url).login(user, password).await;
+    assert_eq!(status, 200, "login as {user} at {client_url} right after the apply: {body}");
+    body
 }
 
 fn building_blocks(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client) {
@@ -204,17 +192,13 @@ fn building_blocks(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &C
 }
 
 fn homeserver_module(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client) {
-    let admin_password = test_password();
-    let ceo_password = test_password();
-    let passwords = format!("{{\"it-admin\" = \"{admin_password}\", \"ceo\" = \"{ceo_password}\"}}");
-    let tf = Terraform::new(server).env("TF_VAR_passwords", Some(&passwords));
-    let p = Project::root(tf, "homeserver-module", HOMESERVER_MODULE);
+    let p = Project::root(Terraform::new(server), "homeserver-module", HOMESERVER_MODULE);
     p.init();
     let out = p.apply(&[]);
     out.assert_contains("module.corp.matrixhost_homeserver.this: Creation complete")
         .assert_contains("module.corp.matrixhost_reserved_user.this[\"it-admin\"]: Creation complete")
-        .assert_contains("module.corp.module.backups.matrixhost_backup_policy.this: Creation complete");
-    assert!(!out.all().contains(&admin_password) && !out.all().contains(&ceo_password), "a password was printed:\n{out}");
+        .assert_contains("module.corp.module.backups.matrixhost_backup_policy.this: Creation complete")
+        .assert_lacks("Warning");
 
     let o = p.outputs();
     let server_name = "corp.dev.matrixhost.localhost";
@@ -241,9 +225,14 @@ fn homeserver_module(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: 
     // No perpetual diff from the server's normalisation (domain and email case, order).
     p.assert_no_changes(&[]);
 
-    // The reserved admin logs in through the Matrix client API.
+    // The reserved admin, invited by email, chooses a password and logs in through the Matrix
+    // client API. No password passed through Terraform or its state.
+    let admin_password = test_password();
+    rt.block_on(accept_invitation(server, "it-admin@corp.example", server_name, &admin_password));
+    let state = std::fs::read_to_string(p.tf.dir().join(&p.sub).join("terraform.tfstate")).unwrap();
+    assert!(!state.contains(&admin_password) && !state.contains("initial_password\": \""), "no password in the state");
     let client_url = o["client_url"].as_str().unwrap().to_owned();
-    let login = rt.block_on(login_eventually(&client_url, "it-admin", &admin_password));
+    let login = rt.block_on(login_now(&client_url, "it-admin", &admin_password));
     assert_eq!(login["user_id"], format!("@it-admin:{server_name}"));
     p.assert_no_changes(&[]);
 

@@ -9,34 +9,32 @@
 //!
 //! One server for the file; the two examples run side by side.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use matrixhost_tests::console::accept_invitation;
 use matrixhost_tests::modules::{test_password, Project};
 use matrixhost_tests::runtime::{runtime_available, Matrix, RuntimeServer};
 use matrixhost_tests::terraform::Terraform;
 use matrixhost_tests::{expect_status, json, Client, Value};
 
-async fn login_eventually(client_url: &str, user: &str, password: &str) -> Value {
-    let matrix = Matrix::new(client_url);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, body) = matrix.login(user, password).await;
-        if status == 200 {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "login as {user} at {client_url} still fails: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// The apply returned only once the account was in effect: the first login works.
+async fn login_now(client_url: &str, user: &str, password: &str) -> Value {
+    let (status, body) = Matrix::new(client_url).login(user, password).await;
+    assert_eq!(status, 200, "login as {user} at {client_url} right after the apply: {body}");
+    body
+}
+
+/// No password in a state file of the example.
+fn assert_no_password_in_state(p: &Project, password: &str) {
+    let state = std::fs::read_to_string(p.dir().join("terraform.tfstate")).unwrap();
+    assert!(!state.contains(password) && !state.contains("initial_password\": \""), "a password is in the state");
 }
 
 fn quickstart(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client) {
-    let password = test_password();
-    let tf = Terraform::new(server).env("TF_VAR_admin_password", Some(&password));
-    let p = Project::example(tf, "quickstart");
+    let p = Project::example(Terraform::new(server), "quickstart");
     p.init();
     let out = p.apply(&[]);
-    out.assert_contains("Apply complete! Resources: 3 added, 0 changed, 0 destroyed.");
-    assert!(!out.all().contains(&password), "the password was printed:\n{out}");
+    out.assert_contains("Apply complete! Resources: 3 added, 0 changed, 0 destroyed.").assert_lacks("Warning");
     let o = p.outputs();
     let server_name = "quickstart.dev.matrixhost.localhost";
     assert_eq!(o["server_name"], server_name);
@@ -46,8 +44,11 @@ fn quickstart(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client
     assert!(o["privacy_notice_url"].as_str().is_some_and(|u| !u.is_empty()), "{o}");
     p.assert_no_changes(&[]);
 
-    // What the README says: log in as `admin` with the password.
-    let login = rt.block_on(login_eventually(&client_url, "admin", &password));
+    // What the README says: the admin accepts the emailed invitation, then logs in as `admin`.
+    let password = test_password();
+    rt.block_on(accept_invitation(server, "admin@example.com", server_name, &password));
+    assert_no_password_in_state(&p, &password);
+    let login = rt.block_on(login_now(&client_url, "admin", &password));
     assert_eq!(login["user_id"], format!("@admin:{server_name}"));
     assert!(login["access_token"].as_str().is_some_and(|t| !t.is_empty()));
     p.assert_no_changes(&[]);
@@ -59,17 +60,12 @@ fn quickstart(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client
 }
 
 fn enterprise(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client) {
-    let it_password = test_password();
-    let ceo_password = test_password();
-    let passwords = format!("{{\"it-ops\" = \"{it_password}\", \"jane.doe\" = \"{ceo_password}\"}}");
-    let tf = Terraform::new(server).env("TF_VAR_reserved_user_passwords", Some(&passwords));
-    let p = Project::example(tf, "enterprise-onboarding");
+    let p = Project::example(Terraform::new(server), "enterprise-onboarding");
     // The customer's step: copy the template.
     p.write_file("terraform.tfvars", &std::fs::read_to_string(p.dir().join("terraform.tfvars.example")).unwrap());
     p.init();
     let out = p.apply(&[]);
-    out.assert_contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed.");
-    assert!(!out.all().contains(&it_password) && !out.all().contains(&ceo_password), "a password was printed:\n{out}");
+    out.assert_contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed.").assert_lacks("Warning");
 
     let o = p.outputs();
     let (staff, partners) = (&o["staff"], &o["partners"]);
@@ -119,9 +115,12 @@ fn enterprise(rt: &tokio::runtime::Runtime, server: &RuntimeServer, api: &Client
 
     p.assert_no_changes(&[]);
 
-    // IT logs in on the staff homeserver.
+    // IT accepts the invitation to the staff homeserver and logs in there.
+    let it_password = test_password();
+    rt.block_on(accept_invitation(server, "it-ops@acme.example", "chat.acme.example", &it_password));
+    assert_no_password_in_state(&p, &it_password);
     let client_url = staff["client_url"].as_str().unwrap().to_owned();
-    let login = rt.block_on(login_eventually(&client_url, "it-ops", &it_password));
+    let login = rt.block_on(login_now(&client_url, "it-ops", &it_password));
     assert_eq!(login["user_id"], "@it-ops:chat.acme.example");
     p.assert_no_changes(&[]);
 
