@@ -26,6 +26,8 @@ NULL_PROVIDER_MIRROR="$TOOLS/null-provider/mirror"
 NULL_PROVIDER_DIR="$NULL_PROVIDER_MIRROR/registry.terraform.io/hashicorp/null/$NULL_PROVIDER_VERSION/linux_amd64"
 # The tests' real SMTP server (delivers into a Maildir) and the browser driver.
 AIOSMTPD_PIN="aiosmtpd==1.4.6"
+# The API contract test (scripts/contract.sh).
+SCHEMATHESIS_PIN="schemathesis==4.32.5"
 PLAYWRIGHT_PIN="playwright-core@1.64.1"
 
 # Terraform otherwise phones home for upgrade notices; the network here only
@@ -288,21 +290,35 @@ else
     fi
 fi
 
+# install_venv_tool NAME VENV PIN CHECK: pip-installs PIN into VENV (made from Debian's python3)
+# unless the stamp says it is there and CHECK (a command) confirms it.
+install_venv_tool() {
+    local name="$1" venv="$2" pin="$3" check="$4"
+    if stamp_matches "$name" "$pin" && "$check"; then
+        return 0
+    fi
+    log "$name: installing $pin into ${venv#"$ROOT/"}"
+    apt_install python3 python3-venv
+    ensure_venv "$venv" /usr/bin/python3
+    "$venv/bin/python" -m pip install -q "$pin"
+    "$check"
+    write_stamp "$name" "$pin"
+}
+
 # ------------------------------------------------------- mail server -----
 # aiosmtpd: a real SMTP server for the tests, delivering into a Maildir.
 MAIL_VENV="$TOOLS/mail-venv"
 aiosmtpd_ok() { "$MAIL_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; }
-if ! { stamp_matches aiosmtpd "$AIOSMTPD_PIN" && aiosmtpd_ok; }; then
-    log "mail: installing $AIOSMTPD_PIN into .tools/mail-venv"
-    apt_install python3 python3-venv
-    ensure_venv "$MAIL_VENV" /usr/bin/python3
-    "$MAIL_VENV/bin/python" -m pip install -q "$AIOSMTPD_PIN"
-    aiosmtpd_ok
-    write_stamp aiosmtpd "$AIOSMTPD_PIN"
-fi
+install_venv_tool aiosmtpd "$MAIL_VENV" "$AIOSMTPD_PIN" aiosmtpd_ok
 rm -f "$BIN/mail-python"
 printf '#!/bin/sh\n# Made by scripts/setup.sh: the python of .tools/mail-venv (aiosmtpd inside).\nexec "$(dirname "$0")/../mail-venv/bin/python" "$@"\n' >"$BIN/mail-python"
 chmod +x "$BIN/mail-python"
+
+# ------------------------------------------------------- API contract -----
+# schemathesis: checks the served OpenAPI document against the running API (scripts/contract.sh).
+CONTRACT_VENV="$TOOLS/contract-venv"
+schemathesis_ok() { "$CONTRACT_VENV/bin/schemathesis" --version >/dev/null 2>&1; }
+install_venv_tool schemathesis "$CONTRACT_VENV" "$SCHEMATHESIS_PIN" schemathesis_ok
 
 # ------------------------------------------------------------ browser -----
 # Debian's Chromium, driven by playwright-core from npm (installed under .tools/browser).

@@ -54,6 +54,12 @@ tests=(cargo test --workspace "${locked[@]}" "${features[@]}" "$@")
 section "${tests[*]}"
 "${tests[@]}" || status=$?
 
+# The API contract: schemathesis against the OpenAPI document the real server serves.
+if [[ $# -eq 0 ]]; then
+    section "contract: schemathesis against the served OpenAPI document (scripts/contract.sh)"
+    bash scripts/contract.sh || status=$?
+fi
+
 # The acceptance tests ran on the project's Terraform 1.0.3. When the machine has its own
 # `terraform` (not the project's), they run again on it.
 system_terraform() {

@@ -32,6 +32,9 @@ fn err<T>(message: impl Into<String>) -> Result<T, RuleError> {
 /// and the description, and the value is only ever built by `parse`.
 macro_rules! string_newtype {
     ($(#[$meta:meta])* $name:ident, pattern = $pattern:expr, description = $desc:expr) => {
+        string_newtype!($(#[$meta])* $name, pattern = $pattern, description = $desc, max_length = None);
+    };
+    ($(#[$meta:meta])* $name:ident, pattern = $pattern:expr, description = $desc:expr, max_length = $max:expr) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -81,10 +84,15 @@ macro_rules! string_newtype {
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
                 let pattern: Option<&str> = $pattern;
-                match pattern {
+                let max_length: Option<u32> = $max;
+                let mut schema = match pattern {
                     Some(p) => json_schema!({ "type": "string", "pattern": p, "description": $desc }),
                     None => json_schema!({ "type": "string", "description": $desc }),
+                };
+                if let Some(max) = max_length {
+                    schema.insert("maxLength".into(), max.into());
                 }
+                schema
             }
         }
     };
@@ -98,13 +106,19 @@ fn is_dns_label(label: &str) -> bool {
         && !label.ends_with('-')
 }
 
-/// A lower-case DNS name with at least two labels (`example.com`).
+/// A lower-case DNS name with at least two labels (`example.com`), whose last label (the top-level
+/// domain) starts with a letter, as every real one does.
 fn is_dns_name(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').count() >= 2
         && name.split('.').all(is_dns_label)
-        && !name.rsplit('.').next().unwrap_or("").bytes().all(|b| b.is_ascii_digit())
+        && name.rsplit('.').next().is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_lowercase()))
 }
+
+/// [`is_dns_name`] as a pattern (lower case), and the same in any case for the inputs that are
+/// normalised to lower case.
+const DNS_NAME_PATTERN: &str = "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
+const ANY_CASE_DNS_NAME_PATTERN: &str = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$";
 
 fn has_control_chars(s: &str) -> bool {
     s.chars().any(char::is_control)
@@ -178,8 +192,9 @@ string_newtype!(
     /// A Matrix server name (the part after `:` in `@alice:example.com`). Lower-case DNS name,
     /// no port: hosted homeservers are reached through the platform.
     ServerName,
-    pattern = Some("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
-    description = "Matrix server name: a lower-case DNS name with at least two labels, e.g. chat.example.com."
+    pattern = Some(DNS_NAME_PATTERN),
+    description = "Matrix server name: a lower-case DNS name with at least two labels, e.g. chat.example.com.",
+    max_length = Some(253)
 );
 
 impl ServerName {
@@ -196,19 +211,17 @@ impl ServerName {
 string_newtype!(
     /// An email address, normalised to lower case so that comparisons and uniqueness hold.
     Email,
-    pattern = Some("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$"),
-    description = "Email address. Normalised to lower case."
+    pattern = Some("^[!-?A-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"),
+    description = "Email address: 1-64 visible ASCII characters other than `@`, then `@` and a DNS name. Normalised to lower case.",
+    max_length = Some(254)
 );
 
 impl Email {
     pub fn parse(s: &str) -> Result<Self, RuleError> {
-        let lower = s.trim().to_ascii_lowercase();
+        let lower = s.to_ascii_lowercase();
         let valid = match lower.split_once('@') {
             Some((local, domain)) => {
-                !local.is_empty()
-                    && local.len() <= 64
-                    && !local.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')
-                    && is_dns_name(domain)
+                !local.is_empty() && local.len() <= 64 && local.bytes().all(|b| b.is_ascii_graphic() && b != b'@') && is_dns_name(domain)
             }
             None => false,
         };
@@ -226,13 +239,14 @@ impl Email {
 string_newtype!(
     /// An email domain for registration whitelists (R9), normalised to lower case.
     EmailDomain,
-    pattern = Some("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
-    description = "Email domain such as mycompany.com. Normalised to lower case."
+    pattern = Some(ANY_CASE_DNS_NAME_PATTERN),
+    description = "Email domain such as mycompany.com. Normalised to lower case.",
+    max_length = Some(253)
 );
 
 impl EmailDomain {
     pub fn parse(s: &str) -> Result<Self, RuleError> {
-        let lower = s.trim().to_ascii_lowercase();
+        let lower = s.to_ascii_lowercase();
         if !is_dns_name(&lower) {
             return err(format!(
                 "`{s}` is not an email domain; use a DNS name such as mycompany.com"
@@ -319,14 +333,18 @@ impl Default for WindowTime {
 string_newtype!(
     /// The legal entity that acts as data controller in a homeserver's privacy notice (R19).
     EntityName,
-    pattern = None,
-    description = "Legal name of the customer entity, 1-200 characters."
+    pattern = Some(NOT_BLANK_TEXT_PATTERN),
+    description = "Legal name of the customer entity, 1-200 characters, not blank, without control characters (surrounding spaces are dropped).",
+    max_length = Some(200)
 );
+
+/// Text with something other than white space in it and no control characters (Unicode Cc).
+const NOT_BLANK_TEXT_PATTERN: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
 
 impl EntityName {
     pub fn parse(s: &str) -> Result<Self, RuleError> {
         let t = s.trim();
-        if t.is_empty() || t.chars().count() > 200 || has_control_chars(t) {
+        if t.is_empty() || s.chars().count() > 200 || has_control_chars(s) {
             return err("must be 1-200 characters without control characters");
         }
         Ok(Self(t.to_owned()))
@@ -336,8 +354,9 @@ impl EntityName {
 string_newtype!(
     /// A user's display name.
     DisplayName,
-    pattern = None,
-    description = "Display name, 1-256 characters."
+    pattern = Some(NOT_BLANK_TEXT_PATTERN),
+    description = "Display name, 1-256 characters, not blank, without control characters.",
+    max_length = Some(256)
 );
 
 impl DisplayName {

@@ -25,8 +25,8 @@ struct Endpoint {
     idempotent: bool,
     /// Whether `If-Match` applies (updates and deletes).
     if_match: bool,
-    /// Extra query parameters: (name, description).
-    query: &'static [(&'static str, &'static str)],
+    /// Extra query parameters.
+    query: &'static [Query],
     /// Whether the endpoint needs a bearer token.
     auth: bool,
 }
@@ -88,7 +88,7 @@ impl Endpoint {
         self.if_match = true;
         self
     }
-    fn query(mut self, q: &'static [(&'static str, &'static str)]) -> Self {
+    fn query(mut self, q: &'static [Query]) -> Self {
         self.query = q;
         self
     }
@@ -96,6 +96,14 @@ impl Endpoint {
         self.auth = false;
         self
     }
+}
+
+/// A query parameter: its schema is JSON text, so the table below stays `const`.
+struct Query {
+    name: &'static str,
+    description: &'static str,
+    required: bool,
+    schema: &'static str,
 }
 
 /// Declares the CRUD endpoints of one resource kind.
@@ -110,7 +118,7 @@ struct Crud {
     delete_op: &'static str,
 }
 
-fn crud(b: &mut Builder, c: Crud, resource: Value, page: Value, create: Value, update: Value, list_query: &'static [(&'static str, &'static str)]) {
+fn crud(b: &mut Builder, c: Crud, resource: Value, page: Value, create: Value, update: Value, list_query: &'static [Query]) {
     b.add(endpoint("get", c.collection, c.list_op, leak(format!("List {}s", c.noun))).returns(200, page).list().query(list_query));
     b.add(endpoint("post", c.collection, c.create_op, leak(format!("Create a {}", c.noun))).body(create).returns(201, resource.clone()).create());
     b.add(endpoint("get", c.item, c.get_op, leak(format!("Read a {}", c.noun))).returns(200, resource.clone()));
@@ -157,7 +165,7 @@ pub fn document() -> Value {
         collection: "/v1/homeservers", item: "/v1/homeservers/{homeserver_id}", noun: "homeserver",
         create_op: "create_homeserver", list_op: "list_homeservers", get_op: "get_homeserver",
         update_op: "update_homeserver", delete_op: "delete_homeserver",
-    }, r, p, c, u, &[("name", "Only the homeserver with this name")]);
+    }, r, p, c, u, &[Query { name: "name", description: "Only the homeserver with this name", required: false, schema: r#"{"type": "string"}"# }]);
 
     let usage = b.schema::<HomeserverUsage>();
     b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/usage", "get_homeserver_usage", "Server-level usage: MAU, registered users, volume bytes (R23)").returns(200, usage));
@@ -179,7 +187,12 @@ pub fn document() -> Value {
         item: "/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}", noun: "reserved user",
         create_op: "create_reserved_user", list_op: "list_reserved_users", get_op: "get_reserved_user",
         update_op: "update_reserved_user", delete_op: "delete_reserved_user",
-    }, r, p, c, u, &[("email", "Only the reserved user with this email (case-insensitive)")]);
+    }, r, p, c, u, &[Query {
+        name: "email",
+        description: "Only the reserved user with this email (case-insensitive)",
+        required: false,
+        schema: r##"{"$ref": "#/components/schemas/Email"}"##,
+    }]);
 
     let (policy, spec) = (b.schema::<BackupPolicy>(), b.schema::<BackupPolicySpec>());
     let path = "/v1/homeservers/{homeserver_id}/backup-policy";
@@ -193,7 +206,7 @@ pub fn document() -> Value {
     b.add(endpoint("post", path, "create_backup", "Take an on-demand backup now (R4); 202, poll the backup until `completed`").returns(202, backup.clone()).create());
     b.add(endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
         .returns(200, erasure)
-        .query(&[("erase", "Must be `true`: erasing cannot be undone")]));
+        .query(&[Query { name: "erase", description: "Must be `true`: erasing cannot be undone", required: true, schema: r#"{"type": "boolean", "enum": [true]}"# }]));
     let item = "/v1/homeservers/{homeserver_id}/backups/{backup_id}";
     b.add(endpoint("get", item, "get_backup", "Read a backup").returns(200, backup));
     b.add(endpoint("delete", item, "delete_backup", "Delete a backup (not while it is written or restored)").no_content());
@@ -208,15 +221,39 @@ pub fn document() -> Value {
 
     let error = b.schema::<ApiError>();
     let Builder { mut generator, endpoints } = b;
-    let schemas = generator.take_definitions(true);
+    let mut schemas = generator.take_definitions(true);
+    for settings in ["HomeserverCreate", "HomeserverSettings"] {
+        if let Some(schema) = schemas.get_mut(settings) {
+            schema["oneOf"] = registration_policy_schema();
+        }
+    }
     render(endpoints, schemas, error)
+}
+
+/// R9 across two fields (`RegistrationPolicy::new`): domains with `email_domains` (at least
+/// one), and none with the other modes, `invite_only` being the default.
+fn registration_policy_schema() -> Value {
+    json!([
+        {
+            "required": ["registration", "allowed_email_domains"],
+            "properties": {"registration": {"enum": ["email_domains"]}, "allowed_email_domains": {"minItems": 1}}
+        },
+        {
+            "properties": {"registration": {"enum": ["invite_only", "open"]}, "allowed_email_domains": {"maxItems": 0}}
+        }
+    ])
 }
 
 fn render(endpoints: Vec<Endpoint>, schemas: Map<String, Value>, error: Value) -> Value {
     let mut paths = Map::new();
-    for e in endpoints {
+    for e in &endpoints {
         let entry = paths.entry(e.path).or_insert_with(|| json!({}));
-        entry[e.method] = operation(&e, &error);
+        let mut op = operation(e, &error);
+        let links = links_from(e, &endpoints);
+        if !links.is_empty() {
+            op["responses"][e.ok.0.to_string()]["links"] = Value::Object(links);
+        }
+        entry[e.method] = op;
     }
     json!({
         "openapi": "3.0.3",
@@ -242,16 +279,17 @@ fn operation(e: &Endpoint, error: &Value) -> Value {
         .collect();
     if e.list {
         params.push(json!({"name": "limit", "in": "query", "required": false, "description": "Page size, 1-100 (default 50)", "schema": {"type": "integer", "minimum": 1, "maximum": crate::MAX_PAGE_SIZE}}));
-        params.push(json!({"name": "page_token", "in": "query", "required": false, "description": "`next_page_token` of the previous page", "schema": {"type": "string"}}));
+        params.push(json!({"name": "page_token", "in": "query", "required": false, "description": "`next_page_token` of the previous page", "schema": {"type": "string", "pattern": request::PAGE_TOKEN_PATTERN}}));
     }
-    for (name, description) in e.query {
-        params.push(json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}}));
+    for q in e.query {
+        let schema: Value = serde_json::from_str(q.schema).expect("a query schema is JSON");
+        params.push(json!({"name": q.name, "in": "query", "required": q.required, "description": q.description, "schema": schema}));
     }
     if e.idempotent {
-        params.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "description": "A retried create with the same key returns the first result and creates nothing new.", "schema": {"type": "string", "maxLength": 200}}));
+        params.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "description": "A retried create with the same key returns the first result and creates nothing new.", "schema": {"type": "string", "pattern": request::IDEMPOTENCY_KEY_PATTERN}}));
     }
     if e.if_match {
-        params.push(json!({"name": "If-Match", "in": "header", "required": false, "description": "The resource `version` (or ETag) the change is based on; a stale one gets 409.", "schema": {"type": "string"}}));
+        params.push(json!({"name": "If-Match", "in": "header", "required": false, "description": "The resource `version` (or ETag) the change is based on; a stale one gets 409.", "schema": {"type": "string", "pattern": request::IF_MATCH_PATTERN}}));
     }
     let mut responses = Map::new();
     let ok = match &e.ok.1 {
@@ -279,6 +317,55 @@ fn operation(e: &Endpoint, error: &Value) -> Value {
     op
 }
 
+/// OpenAPI links from a create to what it makes possible: every operation on the new object and
+/// below it, with the new id from the response and the others from the create's own path.
+fn links_from(create: &Endpoint, all: &[Endpoint]) -> Map<String, Value> {
+    let mut links = Map::new();
+    if create.method != "post" || !matches!(create.ok.0, 201 | 202) {
+        return links;
+    }
+    let prefix = format!("{}/{{", create.path);
+    let Some(new_param) = all.iter().find_map(|e| e.path.strip_prefix(prefix.as_str()).and_then(|rest| rest.split('}').next())) else {
+        return links;
+    };
+    let known = path_params(create.path);
+    for target in all.iter().filter(|e| e.path.starts_with(prefix.as_str())) {
+        let mut parameters = Map::new();
+        for param in path_params(target.path) {
+            let value = if param == new_param {
+                "$response.body#/id".to_owned()
+            } else if known.contains(&param) {
+                format!("$request.path.{param}")
+            } else {
+                parameters.clear();
+                break;
+            };
+            parameters.insert(param.to_owned(), json!(value));
+        }
+        if !parameters.is_empty() {
+            links.insert(target.operation_id.to_owned(), json!({"operationId": target.operation_id, "parameters": parameters}));
+        }
+    }
+    // Creates whose body names what this create made.
+    for (source, target, field) in BODY_LINKS {
+        let Some(target) = all.iter().find(|e| e.operation_id == *target).filter(|_| create.operation_id == *source) else { continue };
+        let mut link = json!({"operationId": target.operation_id, "requestBody": {*field: "$response.body#/id"}});
+        let parameters: Map<String, Value> = path_params(target.path)
+            .into_iter()
+            .filter(|p| known.contains(p))
+            .map(|p| (p.to_owned(), json!(format!("$request.path.{p}"))))
+            .collect();
+        if !parameters.is_empty() {
+            link["parameters"] = Value::Object(parameters);
+        }
+        links.insert(format!("{}_with_new_{field}", target.operation_id), link);
+    }
+    links
+}
+
+/// (create, create whose body refers to what the first made, the body field).
+const BODY_LINKS: &[(&str, &str, &str)] = &[("create_billing_plan", "create_homeserver", "billing_plan_id"), ("create_backup", "create_restore", "backup_id")];
+
 fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     let mut out = vec![(500, "Internal error")];
     if !e.auth {
@@ -289,10 +376,21 @@ fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
         out.push((404, "Not found (also for another organization's resources)"));
     }
     if e.body.is_some() {
-        out.extend([(400, "Malformed JSON or unknown field"), (422, "A field breaks a rule; `field` names it")]);
+        out.extend([(400, "Malformed JSON, an unknown field, or a malformed header"), (422, "A field breaks a rule; `field` names it")]);
+    } else if e.idempotent || e.if_match {
+        out.push((400, "A malformed `Idempotency-Key` or `If-Match` header"));
+    }
+    if e.list {
+        out.push((422, "`limit` or `page_token` is not one the API gives"));
+    }
+    if e.query.iter().any(|q| q.required) || e.query.iter().any(|q| q.name == "email") {
+        out.push((422, "A query parameter breaks a rule; `field` names it"));
     }
     if e.method != "get" {
         out.push((409, "Conflict: stale If-Match, a duplicate, or a resource still in use"));
+    }
+    if e.operation_id == "create_homeserver" {
+        out.push((404, "`billing_plan_id` names no billing plan of this organization; `field` says so"));
     }
     if e.operation_id == "create_billing_plan" {
         out.push((403, "R15: the organization's email is not verified"));
@@ -303,15 +401,25 @@ fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
             (503, "`homeserver_unavailable`: the homeserver could not be measured right now; retry later"),
         ]);
     }
-    if e.operation_id == "erase_backups" {
-        out.push((422, "`erase=true` is missing"));
-    }
     out.sort();
+    out.dedup_by_key(|(status, _)| *status);
     out
 }
 
 fn path_params(path: &str) -> Vec<&str> {
     path.split('/').filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}')).collect()
+}
+
+/// The document as a server serves it: plan tiers and region codes are its catalog's, so a
+/// request that fits the schema names only tiers and US regions that exist (R1, R5).
+pub fn document_for(catalog: &Catalog) -> Value {
+    let mut doc = document();
+    let schemas = &mut doc["components"]["schemas"];
+    let tiers: Vec<&str> = catalog.plans.iter().map(|p| p.tier.as_str()).collect();
+    schemas["PlanTier"]["enum"] = json!(tiers);
+    let regions: Vec<&str> = catalog.regions.iter().filter(|r| r.country == "US").map(|r| r.code.as_str()).collect();
+    schemas["RegionCode"]["enum"] = json!(regions);
+    doc
 }
 
 /// The document as committed: pretty JSON with a trailing newline.

@@ -310,7 +310,7 @@ async fn r8_downgrade_below_reserved_users_is_refused(backend: Backend) {
     let c = server.client();
     let (bp, _hs) = homeserver_with_reserved(&c, "silver", 0, 12).await;
     let resp = c.put(&bp_path(&bp), &json!({ "plan": "nickel" })).await;
-    let msg = assert_api_error(&resp, 422, None, None);
+    let msg = assert_api_error(&resp, 409, Some("plan_limit"), Some("plan"));
     assert!(msg.contains("R8"), "{msg}");
     assert!(msg.contains("12 reserved users"), "{msg}");
     assert!(msg.contains("cap of 10"), "{msg}");
@@ -328,7 +328,7 @@ async fn r10_removing_additional_users_below_reserved_users_is_refused(backend: 
     let (bp, _hs) = homeserver_with_reserved(&c, "nickel", 2, 12).await;
     assert_eq!(bp["mau_cap"], 12);
     let resp = c.put(&bp_path(&bp), &json!({ "plan": "nickel", "additional_users": 1 })).await;
-    let msg = assert_api_error(&resp, 422, None, None);
+    let msg = assert_api_error(&resp, 409, Some("plan_limit"), Some("additional_users"));
     assert!(msg.contains("12 reserved users") && msg.contains("cap of 11"), "{msg}");
     assert_eq!(expect_status(&c.get(&bp_path(&bp)).await, 200), bp, "nothing changed");
     // Keeping the cap, or upgrading, is fine.
@@ -393,7 +393,7 @@ async fn idempotency_key_reused_with_another_body_is_refused(backend: Backend) {
     let c = server.client().idempotency_key("create-bp-2");
     expect_status(&c.post(BP, &json!({ "plan": "silver" })).await, 201);
     let resp = c.post(BP, &json!({ "plan": "gold" })).await;
-    assert_api_error(&resp, 422, Some("idempotency_key_reused"), None);
+    assert_api_error(&resp, 409, Some("idempotency_key_reused"), None);
     let items = list_all(&server.client(), BP).await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["plan"], "silver");

@@ -21,6 +21,15 @@ async fn refused(c: &Client, bp: &str, field: &str, edit: impl FnOnce(&mut Value
     msg
 }
 
+/// Like [`refused`], for a well-formed request the plan does not allow: 409 `plan_limit`.
+async fn refused_by_plan(c: &Client, bp: &str, field: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut body = homeserver_body("chat", bp);
+    edit(&mut body);
+    let msg = assert_api_error(&c.post(HS, &body).await, 409, Some("plan_limit"), Some(field));
+    assert_eq!(list_all(c, HS).await.len(), 0, "a refused create made a homeserver");
+    msg
+}
+
 // R20 and the documented defaults.
 async fn r20_homeserver_create_records_terms_and_defaults(backend: Backend) {
     let (server, bp) = with_plan(backend, "silver").await;
@@ -119,9 +128,15 @@ both_backends!(r1_region_must_be_in_the_us);
 // R1
 async fn r1_region_must_be_available_us(backend: Backend) {
     let (server, bp) = with_plan(backend, "silver").await;
-    let msg = refused(&server.client(), &bp, "region", |b| b["region"] = json!("us-central-1")).await;
+    let c = server.client();
+    let mut body = homeserver_body("chat", &bp);
+    body["region"] = json!("us-central-1");
+    // A region the catalog lists but has not opened: a conflict with the catalog, not a bad field.
+    let resp = c.post(HS, &body).await;
+    let msg = assert_api_error(&resp, 409, Some("region_unavailable"), Some("region"));
     assert!(msg.contains("not available"), "{msg}");
     assert!(msg.contains("R1"), "{msg}");
+    assert_eq!(list_all(&c, HS).await.len(), 0, "a refused create made a homeserver");
 }
 both_backends!(r1_region_must_be_available_us);
 
@@ -160,7 +175,7 @@ both_backends!(r2_unencrypted_volume_is_refused);
 async fn r5_volume_must_fit_the_plans_storage(backend: Backend) {
     let (server, bp) = with_plan(backend, "nickel").await;
     let c = server.client();
-    refused(&c, &bp, "volume.size_gb", |b| b["volume"]["size_gb"] = json!(11)).await;
+    refused_by_plan(&c, &bp, "volume.size_gb", |b| b["volume"]["size_gb"] = json!(11)).await;
     refused(&c, &bp, "volume.size_gb", |b| b["volume"]["size_gb"] = json!(0)).await;
     refused(&c, &bp, "volume.size_gb", |b| b["volume"]["size_gb"] = json!(-5)).await;
     // Exactly the limit is fine.
@@ -188,7 +203,7 @@ both_backends!(r9_email_domain_registration_needs_domains);
 // R22
 async fn r22_nickel_keeps_e2ee_on(backend: Backend) {
     let (server, bp) = with_plan(backend, "nickel").await;
-    let msg = refused(&server.client(), &bp, "encryption_by_default", |b| b["encryption_by_default"] = json!(false)).await;
+    let msg = refused_by_plan(&server.client(), &bp, "encryption_by_default", |b| b["encryption_by_default"] = json!(false)).await;
     assert!(msg.contains("R22"), "{msg}");
 }
 both_backends!(r22_nickel_keeps_e2ee_on);
@@ -226,8 +241,12 @@ both_backends!(homeserver_name_is_unique_in_the_organization);
 async fn homeserver_needs_an_existing_billing_plan(backend: Backend) {
     let (server, bp) = with_plan(backend, "silver").await;
     let c = server.client();
-    refused(&c, &bp, "billing_plan_id", |b| b["billing_plan_id"] = json!(sibling_id(&bp))).await;
-    refused(&c, &bp, "billing_plan_id", |b| b["billing_plan_id"] = json!("no-such-plan")).await;
+    // A billing plan that does not exist (here) is not found, and the answer names the field.
+    for missing in [sibling_id(&bp), "no-such-plan".to_owned()] {
+        let resp = c.post(HS, &homeserver_body("chat", &missing)).await;
+        assert_api_error(&resp, 404, Some("not_found"), Some("billing_plan_id"));
+    }
+    assert_eq!(list_all(&c, HS).await.len(), 0, "a refused create made a homeserver");
 }
 both_backends!(homeserver_needs_an_existing_billing_plan);
 
@@ -339,7 +358,7 @@ async fn homeserver_volumes_only_grow(backend: Backend) {
     body["volume"]["size_gb"] = json!(30);
     expect_status(&c.put(&hs_path(&hs), &body).await, 200);
     body["volume"]["size_gb"] = json!(15);
-    assert_invalid(&c.put(&hs_path(&hs), &body).await, "volume.size_gb");
+    assert_api_error(&c.put(&hs_path(&hs), &body).await, 409, Some("volume_shrink"), Some("volume.size_gb"));
     let got = expect_status(&c.get(&hs_path(&hs)).await, 200);
     assert_eq!(got["volume"]["size_gb"], 30);
     assert_eq!(got["version"], 2);
@@ -357,10 +376,10 @@ async fn homeserver_update_applies_the_rules(backend: Backend) {
     assert!(assert_invalid(&c.put(&path, &body).await, "volume.encrypted").contains("R2"));
     let mut body = settings_of(&hs);
     body["volume"]["size_gb"] = json!(11);
-    assert_invalid(&c.put(&path, &body).await, "volume.size_gb");
+    assert_api_error(&c.put(&path, &body).await, 409, Some("plan_limit"), Some("volume.size_gb"));
     let mut body = settings_of(&hs);
     body["encryption_by_default"] = json!(false);
-    assert!(assert_invalid(&c.put(&path, &body).await, "encryption_by_default").contains("R22"));
+    assert!(assert_api_error(&c.put(&path, &body).await, 409, Some("plan_limit"), Some("encryption_by_default")).contains("R22"));
     let mut body = settings_of(&hs);
     body["registration"] = json!("email_domains");
     assert!(assert_invalid(&c.put(&path, &body).await, "allowed_email_domains").contains("R9"));
@@ -438,7 +457,7 @@ async fn homeserver_idempotent_create(backend: Backend) {
     assert_eq!(list_all(&server.client(), HS).await.len(), 1);
     let mut other = body.clone();
     other["name"] = json!("other");
-    assert_api_error(&c.post(HS, &other).await, 422, Some("idempotency_key_reused"), None);
+    assert_api_error(&c.post(HS, &other).await, 409, Some("idempotency_key_reused"), None);
     assert_eq!(list_all(&server.client(), HS).await.len(), 1);
 }
 both_backends!(homeserver_idempotent_create);

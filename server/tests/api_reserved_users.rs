@@ -176,7 +176,7 @@ async fn r8_reserved_users_fit_inside_the_mau_cap(backend: Backend) {
         users.push(create_reserved_user(&c, &hs, &format!("user{i}@example.com")).await);
     }
     let resp = c.post(&users_path(&hs), &json!({ "email": "user11@example.com" })).await;
-    let msg = assert_api_error(&resp, 422, None, None);
+    let msg = assert_api_error(&resp, 409, Some("mau_cap_exceeded"), None);
     assert!(msg.contains("R8"), "{msg}");
     assert!(msg.contains("11"), "{msg}");
     assert!(msg.contains("10"), "{msg}");
@@ -201,7 +201,7 @@ async fn r10_additional_users_make_room_for_reserved_users(backend: Backend) {
         create_reserved_user(&c, &hs, &format!("user{i}@example.com")).await;
     }
     let resp = c.post(&users_path(&hs), &json!({ "email": "user13@example.com" })).await;
-    let msg = assert_api_error(&resp, 422, None, None);
+    let msg = assert_api_error(&resp, 409, Some("mau_cap_exceeded"), None);
     assert!(msg.contains("R8") && msg.contains("13") && msg.contains("12"), "{msg}");
     assert_eq!(list_all(&c, &users_path(&hs)).await.len(), 12);
 }
@@ -233,7 +233,7 @@ async fn reserved_user_idempotent_create(backend: Backend) {
     assert_eq!((retry.0, &retry.2), (first.0, &created), "the retry replays the first response");
     assert_eq!(list_all(&c, &users_path(&hs)).await.len(), 1);
     let resp = k.post(&users_path(&hs), &json!({ "email": "bob@example.com" })).await;
-    assert_api_error(&resp, 422, Some("idempotency_key_reused"), None);
+    assert_api_error(&resp, 409, Some("idempotency_key_reused"), None);
 }
 both_backends!(reserved_user_idempotent_create);
 

@@ -264,14 +264,14 @@ async fn check_homeserver_fits(tx: &mut Tx<'_>, sub: &Subscription, catalog: &Ca
     let (cap, cap_plan) = sub.binding_cap(catalog)?;
     // R8
     check_reserved_within_cap(hs.reserved_users, cap).map_err(|e| {
-        DomainError::field(
+        DomainError::plan_limit(
             changed_field,
             format!("{} (homeserver `{}` has {} reserved users; the {} plan with {} additional users allows {cap})", e.message, hs.name, hs.reserved_users, cap_plan.tier, sub.additional_users),
         )
     })?;
     for plan in sub.binding_plans(catalog)? {
-        plan.check_volume_size(hs.volume_size_gb).map_err(|e| DomainError::field(changed_field, format!("{} (homeserver `{}`)", e.message, hs.name)))?;
-        plan.check_encryption_by_default(hs.encryption_by_default).map_err(|e| DomainError::field(changed_field, format!("{} (homeserver `{}`)", e.message, hs.name)))?;
+        plan.check_volume_size(hs.volume_size_gb).map_err(|e| DomainError::plan_limit(changed_field, format!("{} (homeserver `{}`)", e.message, hs.name)))?;
+        plan.check_encryption_by_default(hs.encryption_by_default).map_err(|e| DomainError::plan_limit(changed_field, format!("{} (homeserver `{}`)", e.message, hs.name)))?;
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use matrixhost_api::{
-    Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverName, HomeserverSettings, HomeserverStatus, HomeserverUpdate, Registration, RegistrationPolicy,
-    ServerName, Volume, VolumeSizeGb,
+    Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverName, HomeserverSettings, HomeserverStatus, HomeserverUpdate, RegionCode, Registration,
+    RegistrationPolicy, ServerName, Volume, VolumeSizeGb,
 };
 use sqlx::any::AnyRow;
 
@@ -91,8 +91,8 @@ pub async fn on_billing_plan(tx: &mut Tx<'_>, billing_plan_id: &str) -> DomainRe
 fn check_settings(s: &HomeserverSettings, sub: &Subscription, catalog: &Catalog) -> DomainResult<RegistrationPolicy> {
     let policy = RegistrationPolicy::new(s.registration, s.allowed_email_domains.clone()).map_err(|e| DomainError::rule("allowed_email_domains", e))?;
     for plan in sub.binding_plans(catalog)? {
-        plan.check_volume_size(s.volume.size_gb).map_err(|e| DomainError::rule("volume.size_gb", e))?;
-        plan.check_encryption_by_default(s.encryption_by_default).map_err(|e| DomainError::rule("encryption_by_default", e))?;
+        plan.check_volume_size(s.volume.size_gb).map_err(|e| DomainError::plan_limit("volume.size_gb", e.message))?;
+        plan.check_encryption_by_default(s.encryption_by_default).map_err(|e| DomainError::plan_limit("encryption_by_default", e.message))?;
     }
     Ok(policy)
 }
@@ -120,12 +120,25 @@ pub struct Owner<'a> {
     pub platform_domain: &'a str,
 }
 
+/// R1: an available US region. One the catalog lists but has not opened yet is a conflict with
+/// the catalog's state (409), not a malformed field: the same request works once it opens.
+pub fn check_region(catalog: &Catalog, code: &RegionCode) -> DomainResult<()> {
+    catalog.available_region(code).map(|_| ()).map_err(|e| {
+        let listed = catalog.regions.iter().any(|r| r.code == code.as_str() && r.country == "US");
+        if listed {
+            DomainError::conflict_on("region_unavailable", "region", e.message)
+        } else {
+            DomainError::rule("region", e)
+        }
+    })
+}
+
 /// R1: only an available US region; R20: creating it accepts the current customer terms.
 pub async fn create(tx: &mut Tx<'_>, owner: &Owner<'_>, body: HomeserverCreate, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<Homeserver> {
-    catalog.available_region(&body.region).map_err(|e| DomainError::rule("region", e))?;
+    check_region(catalog, &body.region)?;
     let sub = billing_plans::load(tx, owner.org_id, &body.billing_plan_id, now)
         .await?
-        .ok_or_else(|| DomainError::field("billing_plan_id", format!("billing plan `{}` not found", body.billing_plan_id)))?;
+        .ok_or_else(|| DomainError::Missing { field: "billing_plan_id".into(), message: format!("billing_plan_id: billing plan `{}` not found", body.billing_plan_id) })?;
     let settings = body.settings();
     let policy = check_settings(&settings, &sub, catalog)?;
     if let Some(other) = on_billing_plan(tx, &sub.id).await? {
@@ -238,7 +251,12 @@ pub async fn update(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: O
     let sub = subscription(tx, org_id, &hs, now).await?;
     let policy = check_settings(&body, &sub, catalog)?;
     if body.volume.size_gb < hs.volume.size_gb {
-        return Err(DomainError::field("volume.size_gb", format!("volumes only grow: {} GB is smaller than the current {} GB", body.volume.size_gb, hs.volume.size_gb)));
+        // Well-formed, but the volume is already larger: a conflict with its state.
+        return Err(DomainError::conflict_on(
+            "volume_shrink",
+            "volume.size_gb",
+            format!("volume.size_gb: volumes only grow: {} GB is smaller than the current {} GB", body.volume.size_gb, hs.volume.size_gb),
+        ));
     }
     let stored_version = hs.version;
     let before = hs.clone();

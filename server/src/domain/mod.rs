@@ -65,6 +65,12 @@ impl DomainError {
         Self::field(field, err.message)
     }
 
+    /// A well-formed request that the plan in force (or scheduled) does not allow: a conflict
+    /// with the subscription's state (409), which an upgrade or Additional Users resolve.
+    pub fn plan_limit(field: &str, message: impl std::fmt::Display) -> Self {
+        DomainError::Conflict { code: "plan_limit", message: format!("{field}: {message}"), field: Some(field.to_owned()) }
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         DomainError::Conflict { code, message: message.into(), field: None }
     }

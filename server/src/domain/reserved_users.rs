@@ -87,9 +87,9 @@ async fn check_cap(tx: &mut Tx<'_>, org_id: &str, hs: &Homeserver, now: DateTime
     let sub = homeservers::subscription(tx, org_id, hs, now).await?;
     let (cap, plan) = sub.binding_cap(catalog)?;
     let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reserved_users WHERE homeserver_id = $1").bind(&hs.id).fetch_one(&mut **tx).await?;
-    check_reserved_within_cap(existing.max(0) as u64 + 1, cap).map_err(|e| DomainError::Invalid {
+    check_reserved_within_cap(existing.max(0) as u64 + 1, cap).map_err(|e| DomainError::Conflict {
         code: "mau_cap_exceeded",
-        field: String::new(),
+        field: None,
         message: format!(
             "{} (homeserver `{}` on the {} plan with {} additional users); raise additional_users or upgrade the plan",
             e.message, hs.name, plan.tier, sub.additional_users

@@ -39,7 +39,7 @@ async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String
 async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, ApiJson(body): ApiJson<HomeserverCreate>) -> AppResult<Response> {
     let p = &app.platform;
     // R1 before anything is claimed, so a refused region never takes an idempotency key.
-    p.settings.catalog.available_region(&body.region).map_err(|e| AppError::rule("region", e))?;
+    domain::check_region(&p.settings.catalog, &body.region)?;
     let fingerprint = idempotency::fingerprint("POST /v1/homeservers", &body);
     let mut tx = match idempotency::begin(&app, &caller, &key, &fingerprint).await? {
         Begun::Replay(response) => return Ok(response),

@@ -66,8 +66,9 @@ async fn stored(tx: &mut Tx<'_>, caller: &Caller, key: &str, fingerprint: &str) 
         .await?;
     let Some(row) = row else { return Ok(None) };
     if row.text("fingerprint")? != fingerprint {
+        // The key is fine; what it was used for before conflicts with this request.
         return Err(AppError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different request; use a new key",
         )

@@ -25,8 +25,8 @@ async fn health(State(app): State<Arc<App>>) -> AppResult<Json<Health>> {
     Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
 }
 
-async fn openapi() -> Json<serde_json::Value> {
-    Json(matrixhost_api::openapi::document())
+async fn openapi(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(matrixhost_api::openapi::document_for(&app.platform.settings.catalog))
 }
 
 async fn organization(State(app): State<Arc<App>>, caller: Caller) -> AppResult<Json<Organization>> {
