@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use matrixhost_api::{ApiError, Page, IDEMPOTENCY_KEY, IF_MATCH};
+use matrixhost_api::{ApiError, ErrorCode, Page, IDEMPOTENCY_KEY, IF_MATCH};
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::Method;
@@ -69,10 +69,10 @@ impl ApiFailure {
         self.status() == Some(404)
     }
 
-    /// The API error code (`invalid_field`, `deletion_protected`, ...).
-    pub fn code(&self) -> Option<&str> {
+    /// The API error code, matched as `api::ErrorCode` (never as text).
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Status { error: Some(e), .. } => Some(e.code.as_str()),
+            Self::Status { error: Some(e), .. } => Some(e.code),
             _ => None,
         }
     }

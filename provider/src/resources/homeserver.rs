@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use matrixhost_api::{
+    ErrorCode,
     DataController, Email, EmailDomain, Encrypted, EntityName, Homeserver, HomeserverCreate, HomeserverName,
     HomeserverSettings, HomeserverStatus, RegionCode, Registration, RegistrationPolicy, ServerName, Volume,
     VolumeSizeGb,
@@ -677,7 +678,7 @@ impl HomeserverResource {
             Ok((202, _)) => {}
             Ok(_) => return Some(()),
             Err(e) if e.is_not_found() => return Some(()),
-            Err(e) if e.code() == Some("deletion_protected") => {
+            Err(e) if e.code() == Some(ErrorCode::DeletionProtected) => {
                 diag::error(
                     diags,
                     diag::path("deletion_protection"),

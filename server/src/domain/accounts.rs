@@ -6,6 +6,7 @@
 //! mailbox learns more, by mail. An unknown address costs the same password hashing as a
 //! known one.
 
+use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Duration, Utc};
 use matrixhost_api::{Email, OrgName};
 use matrixhost_seal::Sealer;
@@ -165,7 +166,7 @@ impl Accounts<'_> {
         }
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM organizations WHERE name = $1").bind(s.organization.as_str()).fetch_optional(&mut *tx).await?;
         if taken.is_some() {
-            return Err(DomainError::conflict_on("name_taken", "organization", format!("organization: `{}` is taken; choose another name", s.organization)));
+            return Err(DomainError::conflict_on(ErrorCode::NameTaken, "organization", format!("organization: `{}` is taken; choose another name", s.organization)));
         }
         let org_id = crate::ids::new_id("org");
         sqlx::query("INSERT INTO organizations (id, name, email, email_verified, created_at) VALUES ($1, $2, $3, 0, $4)")
@@ -307,7 +308,7 @@ impl Accounts<'_> {
         let account = find(&mut *tx, "id", &link.account_id).await?.ok_or(DomainError::NotFound("account"))?;
         let new_email = link.new_email.ok_or_else(|| DomainError::internal("an email-change link without its address"))?;
         if find(&mut *tx, "email", &new_email).await?.is_some() {
-            return Err(DomainError::conflict_on("email_taken", "new_email", "new_email: that address belongs to another account; nothing was changed"));
+            return Err(DomainError::conflict_on(ErrorCode::EmailTaken, "new_email", "new_email: that address belongs to another account; nothing was changed"));
         }
         sqlx::query("UPDATE accounts SET email = $1, email_verified_at = $2, updated_at = $2 WHERE id = $3").bind(&new_email).bind(ts(now)).bind(&account.id).execute(&mut *tx).await?;
         sqlx::query("UPDATE organizations SET email = $1, email_verified = 1 WHERE id = $2").bind(&new_email).bind(&account.org_id).execute(&mut *tx).await?;

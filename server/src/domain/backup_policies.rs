@@ -1,6 +1,7 @@
 //! Backup policies, one per homeserver (R4). Table `backup_policies`. The backups themselves
 //! are in `backups.rs`; when they run is `backup_schedule.rs`.
 
+use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Utc};
 use matrixhost_api::{BackupPolicy, BackupPolicySpec, BackupSchedule, RetentionDays, WindowTime};
 use sqlx::any::AnyRow;
@@ -74,7 +75,7 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, homeserver_id: &str, spec: Ba
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(DomainError::conflict("conflict", format!("homeserver `{}` already has a backup policy; update it instead", hs.name)))
+            return Err(DomainError::conflict(ErrorCode::Conflict, format!("homeserver `{}` already has a backup policy; update it instead", hs.name)))
         }
         Err(e) => return Err(e.into()),
     }

@@ -1,6 +1,7 @@
 //! Backups and restores (R4, R18): tables `backups` and `restores`. The HTTP handlers, the
 //! backup worker and the operator's commands all go through these functions.
 
+use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Duration, Utc};
 use matrixhost_api::{Backup, BackupKind, BackupStatus, Restore, RestoreStatus, RetentionDays};
 use sqlx::any::AnyRow;
@@ -405,10 +406,10 @@ pub async fn request_backup(tx: &mut Tx<'_>, org_id: &str, homeserver_id: &str, 
         sqlx::query_scalar("SELECT status FROM homeservers WHERE id = $1 AND org_id = $2").bind(homeserver_id).bind(org_id).fetch_optional(&mut **tx).await?;
     let status = status.ok_or(DomainError::NotFound("homeserver"))?;
     if status_of(&status).is_none() {
-        return Err(DomainError::conflict("not_running", format!("homeserver {homeserver_id} is {status}; it can be backed up once it runs")));
+        return Err(DomainError::conflict(ErrorCode::NotRunning, format!("homeserver {homeserver_id} is {status}; it can be backed up once it runs")));
     }
     if backup_in_progress(tx, homeserver_id).await? {
-        return Err(DomainError::conflict("backup_running", "a backup of this homeserver is already running; wait for it to finish"));
+        return Err(DomainError::conflict(ErrorCode::BackupRunning, "a backup of this homeserver is already running; wait for it to finish"));
     }
     insert_pending_backup(tx, org_id, homeserver_id, now).await
 }
@@ -441,16 +442,16 @@ pub async fn request_restore(
             _ => "failed",
         };
         return Err(DomainError::conflict_on(
-            "backup_not_restorable",
+            ErrorCode::BackupNotRestorable,
             "backup_id",
             format!("R4: backup {backup_id} is {what}; only a completed backup can be restored"),
         ));
     }
     if matches!(status.as_str(), "provisioning" | "deleting") {
-        return Err(DomainError::conflict("not_running", format!("homeserver {homeserver_id} is {status}; it cannot take a restore")));
+        return Err(DomainError::conflict(ErrorCode::NotRunning, format!("homeserver {homeserver_id} is {status}; it cannot take a restore")));
     }
     if restore_in_progress(tx, homeserver_id).await? {
-        return Err(DomainError::conflict("restore_running", "a restore of this homeserver is already pending or running"));
+        return Err(DomainError::conflict(ErrorCode::RestoreRunning, "a restore of this homeserver is already pending or running"));
     }
     insert_restore(tx, org_id, homeserver_id, backup_id, requested_by, now).await
 }
@@ -502,7 +503,7 @@ pub async fn load_of(tx: &mut Tx<'_>, org_id: &str, homeserver_id: &str, backup_
 /// A backup being written or read by a restore is not deleted.
 pub async fn refuse_while_in_use(tx: &mut Tx<'_>, backups: &[Backup]) -> DomainResult<()> {
     if let Some(b) = backups.iter().find(|b| b.status == BackupStatus::Running) {
-        return Err(DomainError::conflict("backup_running", format!("backup {} is still being written; delete it once it has finished", b.id)));
+        return Err(DomainError::conflict(ErrorCode::BackupRunning, format!("backup {} is still being written; delete it once it has finished", b.id)));
     }
     for b in backups {
         let restoring: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM restores WHERE backup_id = $1 AND status IN ('pending', 'running')")
@@ -510,7 +511,7 @@ pub async fn refuse_while_in_use(tx: &mut Tx<'_>, backups: &[Backup]) -> DomainR
             .fetch_one(&mut **tx)
             .await?;
         if restoring > 0 {
-            return Err(DomainError::conflict("restore_running", format!("backup {} is being restored; delete it once the restore has finished", b.id)));
+            return Err(DomainError::conflict(ErrorCode::RestoreRunning, format!("backup {} is being restored; delete it once the restore has finished", b.id)));
         }
     }
     Ok(())

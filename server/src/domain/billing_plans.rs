@@ -1,5 +1,6 @@
 //! Billing plans: subscriptions (R5, R8, R10, R11, R15). Table `billing_plans`.
 
+use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Months, Utc};
 use matrixhost_api::{
     check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
@@ -196,7 +197,7 @@ pub async fn list(db: &Db, org_id: &str, page: PageRequest<'_>, now: DateTime<Ut
 /// starts now (R11).
 pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: BillingPlanCreate, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<BillingPlan> {
     if !email_verified {
-        return Err(DomainError::Forbidden { code: "email_not_verified", message: "R15: the organization's email address must be verified before it can subscribe".into() });
+        return Err(DomainError::Forbidden { code: ErrorCode::EmailNotVerified, message: "R15: the organization's email address must be verified before it can subscribe".into() });
     }
     catalog.plan(&body.plan).map_err(|e| DomainError::rule("plan", e))?;
     let sub = Subscription {
@@ -334,7 +335,7 @@ pub async fn delete(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: O
     let sub = load_or_404(tx, org_id, id, now).await?;
     check_version(expected_version, sub.version, "billing plan")?;
     if let Some(hs) = homeservers::on_billing_plan(tx, &sub.id).await? {
-        return Err(DomainError::conflict("in_use", format!("billing plan {} is used by homeserver `{}` ({}); delete the homeserver first", sub.id, hs.name, hs.id)));
+        return Err(DomainError::conflict(ErrorCode::InUse, format!("billing plan {} is used by homeserver `{}` ({}); delete the homeserver first", sub.id, hs.name, hs.id)));
     }
     sqlx::query("DELETE FROM billing_plans WHERE id = $1").bind(&sub.id).execute(&mut **tx).await?;
     tracing::info!(billing_plan_id = %sub.id, "deleted billing plan");

@@ -1,5 +1,6 @@
 //! Hosted homeservers (R1, R2, R9, R20, R22). Table `homeservers`.
 
+use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Utc};
 use matrixhost_api::{
     Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverName, HomeserverSettings, HomeserverStatus, HomeserverUpdate, RegionCode, Registration,
@@ -126,7 +127,7 @@ pub fn check_region(catalog: &Catalog, code: &RegionCode) -> DomainResult<()> {
     catalog.available_region(code).map(|_| ()).map_err(|e| {
         let listed = catalog.regions.iter().any(|r| r.code == code.as_str() && r.country == "US");
         if listed {
-            DomainError::conflict_on("region_unavailable", "region", e.message)
+            DomainError::conflict_on(ErrorCode::RegionUnavailable, "region", e.message)
         } else {
             DomainError::rule("region", e)
         }
@@ -143,7 +144,7 @@ pub async fn create(tx: &mut Tx<'_>, owner: &Owner<'_>, body: HomeserverCreate, 
     let policy = check_settings(&settings, &sub, catalog)?;
     if let Some(other) = on_billing_plan(tx, &sub.id).await? {
         return Err(DomainError::conflict_on(
-            "conflict",
+            ErrorCode::Conflict,
             "billing_plan_id",
             format!("billing plan {} already pays for homeserver `{}` ({}); each homeserver needs its own billing plan", sub.id, other.name, other.id),
         ));
@@ -189,14 +190,14 @@ async fn check_unique(tx: &mut Tx<'_>, org_id: &str, name: &HomeserverName, serv
     let same_name: Option<String> =
         sqlx::query_scalar("SELECT id FROM homeservers WHERE org_id = $1 AND name = $2").bind(org_id).bind(name.as_str()).fetch_optional(&mut **tx).await?;
     if let Some(id) = same_name {
-        return Err(DomainError::conflict_on("conflict", "name", format!("homeserver `{name}` already exists ({id})")));
+        return Err(DomainError::conflict_on(ErrorCode::Conflict, "name", format!("homeserver `{name}` already exists ({id})")));
     }
     let same_server: Option<String> = sqlx::query_scalar("SELECT id FROM homeservers WHERE server_name = $1")
         .bind(server_name.as_str())
         .fetch_optional(&mut **tx)
         .await?;
     if same_server.is_some() {
-        return Err(DomainError::conflict_on("conflict", "server_name", format!("server name `{server_name}` is taken")));
+        return Err(DomainError::conflict_on(ErrorCode::Conflict, "server_name", format!("server name `{server_name}` is taken")));
     }
     Ok(())
 }
@@ -234,7 +235,7 @@ async fn insert(tx: &mut Tx<'_>, org_id: &str, hs: &Homeserver) -> DomainResult<
     match result {
         Ok(_) => Ok(()),
         Err(e) if is_unique_violation(&e) => {
-            Err(DomainError::conflict("conflict", format!("a homeserver named `{}` or with server name `{}` already exists", hs.name, hs.server_name)))
+            Err(DomainError::conflict(ErrorCode::Conflict, format!("a homeserver named `{}` or with server name `{}` already exists", hs.name, hs.server_name)))
         }
         Err(e) => Err(e.into()),
     }
@@ -253,7 +254,7 @@ pub async fn update(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: O
     if body.volume.size_gb < hs.volume.size_gb {
         // Well-formed, but the volume is already larger: a conflict with its state.
         return Err(DomainError::conflict_on(
-            "volume_shrink",
+            ErrorCode::VolumeShrink,
             "volume.size_gb",
             format!("volume.size_gb: volumes only grow: {} GB is smaller than the current {} GB", body.volume.size_gb, hs.volume.size_gb),
         ));
@@ -313,7 +314,7 @@ fn needs_apply(before: &Homeserver, after: &Homeserver) -> bool {
 /// A homeserver being torn down takes no more changes.
 pub fn refuse_if_deleting(hs: &Homeserver) -> DomainResult<()> {
     if hs.status == HomeserverStatus::Deleting {
-        return Err(DomainError::conflict("deleting", format!("homeserver `{}` is being deleted", hs.name)));
+        return Err(DomainError::conflict(ErrorCode::Deleting, format!("homeserver `{}` is being deleted", hs.name)));
     }
     Ok(())
 }
@@ -334,7 +335,7 @@ pub async fn delete(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: O
     let mut hs = load_or_404(tx, org_id, id).await?;
     check_version(expected_version, hs.version, "homeserver")?;
     if hs.deletion_protection {
-        return Err(DomainError::conflict("deletion_protected", format!("homeserver `{}` has deletion_protection = true; set it to false before deleting", hs.name)));
+        return Err(DomainError::conflict(ErrorCode::DeletionProtected, format!("homeserver `{}` has deletion_protection = true; set it to false before deleting", hs.name)));
     }
     if hs.status == HomeserverStatus::Deleting {
         return Ok(Deleted::Deleting(Box::new(hs)));

@@ -19,7 +19,7 @@ pub mod reserved_users;
 pub mod runtime;
 pub mod sessions;
 
-use matrixhost_api::RuleError;
+use matrixhost_api::{ErrorCode, RuleError};
 
 /// What a write is checked against and recorded with.
 pub struct WriteContext<'a> {
@@ -39,13 +39,13 @@ pub enum DomainError {
     Missing { field: String, message: String },
     /// A request field breaks a rule; the message starts with the field's name.
     #[error("{message}")]
-    Invalid { code: &'static str, field: String, message: String },
+    Invalid { code: ErrorCode, field: String, message: String },
     /// The request is valid but the current state refuses it (a duplicate, in use, busy).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String, field: Option<String> },
+    Conflict { code: ErrorCode, message: String, field: Option<String> },
     /// The caller may not do this yet (R15: an unverified email).
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored value does not parse, or another internal inconsistency.
@@ -58,7 +58,7 @@ pub type DomainResult<T> = Result<T, DomainError>;
 impl DomainError {
     /// `field` breaks a rule (the message starts with the field's name).
     pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
-        DomainError::Invalid { code: "invalid_field", field: field.to_owned(), message: format!("{field}: {message}") }
+        DomainError::Invalid { code: ErrorCode::InvalidField, field: field.to_owned(), message: format!("{field}: {message}") }
     }
 
     pub fn rule(field: &str, err: RuleError) -> Self {
@@ -68,14 +68,14 @@ impl DomainError {
     /// A well-formed request that the plan in force (or scheduled) does not allow: a conflict
     /// with the subscription's state (409), which an upgrade or Additional Users resolve.
     pub fn plan_limit(field: &str, message: impl std::fmt::Display) -> Self {
-        DomainError::Conflict { code: "plan_limit", message: format!("{field}: {message}"), field: Some(field.to_owned()) }
+        DomainError::Conflict { code: ErrorCode::PlanLimit, message: format!("{field}: {message}"), field: Some(field.to_owned()) }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         DomainError::Conflict { code, message: message.into(), field: None }
     }
 
-    pub fn conflict_on(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub fn conflict_on(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
         DomainError::Conflict { code, message: message.into(), field: Some(field.to_owned()) }
     }
 
@@ -85,7 +85,7 @@ impl DomainError {
 
     /// The stale-write conflict every versioned resource shares.
     pub fn version_conflict(what: &str) -> Self {
-        Self::conflict("version_conflict", format!("{what} changed concurrently; read it again and retry"))
+        Self::conflict(ErrorCode::VersionConflict, format!("{what} changed concurrently; read it again and retry"))
     }
 }
 
@@ -99,7 +99,7 @@ impl From<anyhow::Error> for DomainError {
 pub fn check_version(expected: Option<i64>, current: i64, what: &str) -> DomainResult<()> {
     match expected {
         Some(expected) if expected != current => {
-            Err(DomainError::conflict("version_conflict", format!("{what} is at version {current}, not {expected}; read it again and retry")))
+            Err(DomainError::conflict(ErrorCode::VersionConflict, format!("{what} is at version {current}, not {expected}; read it again and retry")))
         }
         _ => Ok(()),
     }

@@ -1,6 +1,7 @@
 //! Organizations and API tokens. A token is 256 random bits shown once; only its SHA-256 hash
 //! is stored, so a copy of the database cannot be used to call the API.
 
+use matrixhost_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -106,7 +107,7 @@ pub async fn get_org(db: &Db, id: &str) -> DomainResult<Org> {
 
 pub async fn create_org(db: &Db, name: &OrgName, email: &Email, verified: bool, now: DateTime<Utc>) -> DomainResult<Org> {
     if find_org(db, name.as_str()).await?.is_some() {
-        return Err(DomainError::conflict("conflict", format!("organization {name} already exists")));
+        return Err(DomainError::conflict(ErrorCode::Conflict, format!("organization {name} already exists")));
     }
     let id = crate::ids::new_id("org");
     sqlx::query("INSERT INTO organizations (id, name, email, email_verified, created_at) VALUES ($1, $2, $3, $4, $5)")

@@ -1,5 +1,6 @@
 //! Reserved users: users holding slots inside the MAU cap (R8). Table `reserved_users`.
 
+use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Utc};
 use matrixhost_api::{
     check_reserved_within_cap, Catalog, Email, Homeserver, HomeserverStatus, ReservedUser, ReservedUserCreate, ReservedUserUpdate,
@@ -88,7 +89,7 @@ async fn check_cap(tx: &mut Tx<'_>, org_id: &str, hs: &Homeserver, now: DateTime
     let (cap, plan) = sub.binding_cap(catalog)?;
     let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reserved_users WHERE homeserver_id = $1").bind(&hs.id).fetch_one(&mut **tx).await?;
     check_reserved_within_cap(existing.max(0) as u64 + 1, cap).map_err(|e| DomainError::Conflict {
-        code: "mau_cap_exceeded",
+        code: ErrorCode::MauCapExceeded,
         field: None,
         message: format!(
             "{} (homeserver `{}` on the {} plan with {} additional users); raise additional_users or upgrade the plan",
@@ -144,7 +145,7 @@ pub async fn create(
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(DomainError::conflict("conflict", format!("`{}` or its localpart is already reserved on this homeserver", body.email)))
+            return Err(DomainError::conflict(ErrorCode::Conflict, format!("`{}` or its localpart is already reserved on this homeserver", body.email)))
         }
         Err(e) => return Err(e.into()),
     }
@@ -293,7 +294,7 @@ async fn check_unique(tx: &mut Tx<'_>, hs: &Homeserver, body: &ReservedUserCreat
         .fetch_optional(&mut **tx)
         .await?;
     if let Some(id) = by_email {
-        return Err(DomainError::conflict_on("conflict", "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)));
+        return Err(DomainError::conflict_on(ErrorCode::Conflict, "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)));
     }
     if let Some(localpart) = &body.localpart {
         let by_localpart: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND localpart = $2")
@@ -302,7 +303,7 @@ async fn check_unique(tx: &mut Tx<'_>, hs: &Homeserver, body: &ReservedUserCreat
             .fetch_optional(&mut **tx)
             .await?;
         if let Some(id) = by_localpart {
-            return Err(DomainError::conflict_on("conflict", "localpart", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name)));
+            return Err(DomainError::conflict_on(ErrorCode::Conflict, "localpart", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name)));
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! Backups outlive a deleted homeserver until they expire, so the backup routes answer for a
 //! deleted homeserver of the organization as long as it has backups.
 
+use matrixhost_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ pub fn routes() -> Router<Arc<App>> {
 /// Without a runtime nothing is backed up: the answer says so clearly.
 fn refuse_without_runtime(app: &App) -> AppResult<()> {
     if !app.platform.hosts_homeservers() {
-        return Err(AppError::conflict("not_running", "this matrixhostd runs no homeservers (--no-runtime), so it takes no backups"));
+        return Err(AppError::conflict(ErrorCode::NotRunning, "this matrixhostd runs no homeservers (--no-runtime), so it takes no backups"));
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use matrixhost_api::{ApiError, RuleError};
+use matrixhost_api::{ApiError, ErrorCode, RuleError};
 
 use super::request_id;
 use crate::domain::DomainError;
@@ -12,7 +12,7 @@ use crate::runtime::RuntimeError;
 #[derive(Debug)]
 pub struct AppError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
     /// Seconds to wait before retrying (429).
@@ -22,7 +22,7 @@ pub struct AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), field: None, retry_after: None }
     }
 
@@ -33,7 +33,7 @@ impl AppError {
 
     /// A request field breaks a rule (422). The message starts with the field's name.
     pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("{field}: {message}")).with_field(field)
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField, format!("{field}: {message}")).with_field(field)
     }
 
     pub fn rule(field: &str, err: RuleError) -> Self {
@@ -41,21 +41,21 @@ impl AppError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} not found"))
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     pub fn internal(err: impl std::fmt::Display) -> Self {
         // The detail goes to the log, inside the request's span; the client gets the request id.
         tracing::error!(error = %err, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the request id identifies it in the server log")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error; the request id identifies it in the server log")
     }
 }
 
@@ -76,7 +76,7 @@ impl From<DomainError> for AppError {
     fn from(err: DomainError) -> Self {
         match err {
             DomainError::NotFound(what) => AppError::not_found(what),
-            DomainError::Missing { field, message } => AppError::new(StatusCode::NOT_FOUND, "not_found", message).with_field(field),
+            DomainError::Missing { field, message } => AppError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message).with_field(field),
             DomainError::Invalid { code, field, message } => {
                 let e = AppError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
                 if field.is_empty() {
@@ -103,16 +103,16 @@ impl From<DomainError> for AppError {
 impl From<RuntimeError> for AppError {
     fn from(err: RuntimeError) -> Self {
         tracing::warn!(error = %err, "the runtime could not answer");
-        AppError::new(StatusCode::SERVICE_UNAVAILABLE, "homeserver_unavailable", err.to_string())
+        AppError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::HomeserverUnavailable, err.to_string())
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if self.status.is_client_error() {
-            tracing::info!(status = self.status.as_u16(), code = self.code, field = self.field.as_deref(), "request refused: {}", self.message);
+            tracing::info!(status = self.status.as_u16(), code = self.code.as_str(), field = self.field.as_deref(), "request refused: {}", self.message);
         }
-        let body = ApiError { code: self.code.into(), message: self.message, field: self.field, request_id: request_id() };
+        let body = ApiError { code: self.code, message: self.message, field: self.field, request_id: request_id() };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

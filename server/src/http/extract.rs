@@ -1,5 +1,6 @@
 //! Extractors shared by every handler.
 
+use matrixhost_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ where
         let principal = found.ok_or_else(|| AppError::unauthorized("unknown, expired or revoked token"))?;
         super::note_org(&principal.org_id);
         if let Err(retry_after) = app.rate_limiter.check(&principal.token_id) {
-            let mut err = AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many requests; retry after {retry_after} s"));
+            let mut err = AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, format!("too many requests; retry after {retry_after} s"));
             err.retry_after = Some(retry_after);
             return Err(err);
         }
@@ -67,7 +68,7 @@ where
     async fn from_request(req: Request, state: &S) -> AppResult<Self> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.body_text()))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -75,14 +76,14 @@ where
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
-    de.end().map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {e}")))?;
+    de.end().map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     Ok(value)
 }
 
 fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> AppError {
     let inner = e.inner();
     if !inner.is_data() {
-        return AppError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON: {inner}"));
+        return AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, format!("invalid JSON: {inner}"));
     }
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
@@ -91,13 +92,13 @@ fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> AppError {
     if let Some(name) = backticked_after(&message, "unknown field `") {
         // The path already ends at the unknown field.
         let field = if path.is_empty() { name } else { path.clone() };
-        return AppError::new(StatusCode::BAD_REQUEST, "unknown_field", format!("{field}: unknown field")).with_field(field);
+        return AppError::new(StatusCode::BAD_REQUEST, ErrorCode::UnknownField, format!("{field}: unknown field")).with_field(field);
     }
     if let Some(name) = backticked_after(&message, "missing field `") {
         return AppError::field(&join(&name), "is required");
     }
     if path.is_empty() {
-        return AppError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {message}"));
+        return AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, format!("invalid request body: {message}"));
     }
     AppError::field(&path, message)
 }
@@ -130,7 +131,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> AppResult<Self> {
         let Query(mut q) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, e.body_text()))?;
         let limit = match q.remove("limit") {
             None => 50,
             Some(raw) => raw
@@ -204,7 +205,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(raw) = parts.headers.get(header::IF_MATCH) else { return Ok(IfMatch(None)) };
         matrixhost_api::request::parse_if_match(raw.to_str().unwrap_or("\u{0}"))
             .map(IfMatch)
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_header", e.message).with_field("If-Match"))
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidHeader, e.message).with_field("If-Match"))
     }
 }
 
@@ -219,7 +220,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let Some(raw) = parts.headers.get(matrixhost_api::IDEMPOTENCY_KEY) else { return Ok(IdempotencyKey(None)) };
         matrixhost_api::request::parse_idempotency_key(raw.to_str().unwrap_or("\u{0}"))
             .map(|k| IdempotencyKey(Some(k)))
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_header", e.message).with_field("Idempotency-Key"))
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidHeader, e.message).with_field("Idempotency-Key"))
     }
 }
 
@@ -272,9 +273,9 @@ mod tests {
         let e = err_of(&GOOD.replace("\"region\":\"us-east-1\",", ""));
         assert_eq!((e.status.as_u16(), e.field.as_deref()), (422, Some("region")));
         let e = err_of(&GOOD.replace("\"name\":\"a\"", "\"name\":\"a\",\"colour\":\"red\""));
-        assert_eq!((e.status.as_u16(), e.code, e.field.as_deref()), (400, "unknown_field", Some("colour")));
+        assert_eq!((e.status.as_u16(), e.code.as_str(), e.field.as_deref()), (400, "unknown_field", Some("colour")));
         let e = err_of("{\"name\":");
-        assert_eq!((e.status.as_u16(), e.code), (400, "invalid_json"));
+        assert_eq!((e.status.as_u16(), e.code.as_str()), (400, "invalid_json"));
     }
 
     #[test]

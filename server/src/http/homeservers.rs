@@ -1,6 +1,7 @@
 //! `/v1/homeservers`: hosted homeservers (R1, R2, R9, R20, R22), their usage (R23) and their
 //! events (R12, R24). The rules are in `domain/homeservers.rs`.
 
+use matrixhost_api::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -99,9 +100,9 @@ pub(super) async fn measure_usage(app: &App, org_id: &str, id: &str) -> AppResul
     let hs = domain::load_or_404(&mut tx, org_id, id).await?;
     let sub = domain::subscription(&mut tx, org_id, &hs, p.clock.now()).await?;
     drop(tx);
-    let runtime = app.runtime.as_ref().ok_or_else(|| AppError::conflict("not_running", "this matrixhostd runs no homeservers (--no-runtime)"))?;
+    let runtime = app.runtime.as_ref().ok_or_else(|| AppError::conflict(ErrorCode::NotRunning, "this matrixhostd runs no homeservers (--no-runtime)"))?;
     if !matches!(hs.status, HomeserverStatus::Running | HomeserverStatus::Blocked | HomeserverStatus::Updating) {
-        return Err(AppError::conflict("not_running", format!("homeserver `{}` is {}; usage is measured once it runs", hs.name, hs.status.as_str())));
+        return Err(AppError::conflict(ErrorCode::NotRunning, format!("homeserver `{}` is {}; usage is measured once it runs", hs.name, hs.status.as_str())));
     }
     let measured = runtime.usage(&hs.id).await?;
     Ok(HomeserverUsage {

@@ -1,6 +1,7 @@
 //! Idempotent creates. The key is claimed inside the create's transaction: a concurrent retry
 //! waits on the key's row and then replays the stored response; a create that fails releases it.
 
+use matrixhost_api::ErrorCode;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Duration;
@@ -55,7 +56,7 @@ pub async fn begin<'a>(app: &'a App, caller: &Caller, key: &IdempotencyKey, fing
             Err(e) => return Err(e.into()),
         }
     }
-    Err(AppError::conflict("idempotency_key_busy", "another request with this Idempotency-Key is in progress; retry"))
+    Err(AppError::conflict(ErrorCode::IdempotencyKeyBusy, "another request with this Idempotency-Key is in progress; retry"))
 }
 
 async fn stored(tx: &mut Tx<'_>, caller: &Caller, key: &str, fingerprint: &str) -> AppResult<Option<Response>> {
@@ -69,7 +70,7 @@ async fn stored(tx: &mut Tx<'_>, caller: &Caller, key: &str, fingerprint: &str) 
         // The key is fine; what it was used for before conflicts with this request.
         return Err(AppError::new(
             StatusCode::CONFLICT,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request; use a new key",
         )
         .with_field("Idempotency-Key"));

@@ -16,6 +16,7 @@ mod reserved_users;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
+use matrixhost_api::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -134,7 +135,7 @@ async fn not_found() -> AppError {
 }
 
 async fn method_not_allowed() -> AppError {
-    AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
+    AppError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed on this path")
 }
 
 /// A panic becomes a 500 in the usual shape instead of a dropped connection.

@@ -2,6 +2,7 @@
 //! enable it, see `lib.rs`): moving the clock forward (`POST /v1/_test/clock`, with
 //! `--test-clock`) and injecting error answers (`POST /v1/_test/faults`).
 
+use matrixhost_api::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -48,7 +49,7 @@ async fn injected_faults(State(app): State<Arc<App>>, req: Request, next: Next) 
     if !path.starts_with("/v1/_test/") {
         if let Some(status) = app.faults.take(&path) {
             tracing::warn!(status = status.as_u16(), "injected fault");
-            let mut err = AppError::new(status, "injected_fault", "injected fault (test hook)");
+            let mut err = AppError::new(status, ErrorCode::InjectedFault, "injected fault (test hook)");
             err.retry_after = Some(1);
             return err.into_response();
         }
