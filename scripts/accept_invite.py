@@ -20,15 +20,12 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from onboard import Console, wait_for_link, write_secret  # noqa: E402
+from onboard import Console, person_arguments, wait_for_link, write_secret  # noqa: E402
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--console", required=True)
-    p.add_argument("--maildir", required=True)
-    p.add_argument("--email", required=True)
-    p.add_argument("--password-file", required=True)
+    person_arguments(p)
     a = p.parse_args()
 
     if os.path.exists(a.password_file):

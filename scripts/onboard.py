@@ -97,14 +97,19 @@ def wait_for_link(maildir, to, subject, path, seen):
     sys.exit(f"onboard: no mail to {to} about '{subject}' arrived in {maildir}")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def person_arguments(p):
+    """The console, the Maildir its mail lands in, the person's address and their password file."""
     p.add_argument("--console", required=True)
     p.add_argument("--maildir", required=True)
     p.add_argument("--email", required=True)
+    p.add_argument("--password-file", required=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    person_arguments(p)
     p.add_argument("--organization", required=True)
     p.add_argument("--full-name", default="Demo Customer")
-    p.add_argument("--password-file", required=True)
     p.add_argument("--token-file", required=True)
     a = p.parse_args()
 
