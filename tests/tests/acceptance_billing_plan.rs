@@ -52,7 +52,8 @@ async fn billing_plan_lifecycle_create_update_replace_drift_import_destroy() {
     // Past the anniversary the downgrade is in force; refresh shows it, and nothing is planned.
     let (status, _, _) = api.post("/v1/_test/clock", &json!({"advance_seconds": 40 * 86400})).await;
     assert_eq!(status.as_u16(), 200);
-    tf.assert_no_changes_after_outside_change().assert_contains("active_plan          = \"gold\" -> \"silver\"");
+    // (Terraform 1.0 notes the change outside of Terraform; later versions show it only when it matters.)
+    tf.assert_no_changes_after_outside_change();
     tf.ok(&["apply", "-refresh-only", "-auto-approve", "-no-color"]);
     let v = tf.values("matrixhost_billing_plan.bp");
     assert_eq!(v["active_plan"], "silver");
