@@ -6,9 +6,8 @@
 //! mailbox learns more, by mail. An unknown address costs the same password hashing as a
 //! known one.
 
-use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Duration, Utc};
-use matrixhost_api::{Email, OrgName};
+use matrixhost_api::{ErrorCode, Email, OrgName};
 use matrixhost_seal::Sealer;
 use serde_json::{json, Value};
 

@@ -1,9 +1,8 @@
 //! Backup policies, one per homeserver (R4). Table `backup_policies`. The backups themselves
 //! are in `backups.rs`; when they run is `backup_schedule.rs`.
 
-use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Utc};
-use matrixhost_api::{BackupPolicy, BackupPolicySpec, BackupSchedule, RetentionDays, WindowTime};
+use matrixhost_api::{ErrorCode, BackupPolicy, BackupPolicySpec, BackupSchedule, RetentionDays, WindowTime};
 use sqlx::any::AnyRow;
 
 use super::backup_schedule as scheduler;

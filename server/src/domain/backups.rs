@@ -1,9 +1,8 @@
 //! Backups and restores (R4, R18): tables `backups` and `restores`. The HTTP handlers, the
 //! backup worker and the operator's commands all go through these functions.
 
-use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Duration, Utc};
-use matrixhost_api::{Backup, BackupKind, BackupStatus, Restore, RestoreStatus, RetentionDays};
+use matrixhost_api::{ErrorCode, Backup, BackupKind, BackupStatus, Restore, RestoreStatus, RetentionDays};
 use sqlx::any::AnyRow;
 
 use super::{homeservers, DomainError, DomainResult, PageRequest};

@@ -1,9 +1,8 @@
 //! Billing plans: subscriptions (R5, R8, R10, R11, R15). Table `billing_plans`.
 
-use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Months, Utc};
 use matrixhost_api::{
-    check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
+    ErrorCode, check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
     BillingStatus, Catalog, HomeserverStatus, PaymentMethodId, Plan, PlanChange, PlanTier,
 };
 use sqlx::any::AnyRow;

@@ -1,9 +1,8 @@
 //! Hosted homeservers (R1, R2, R9, R20, R22). Table `homeservers`.
 
-use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Utc};
 use matrixhost_api::{
-    Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverName, HomeserverSettings, HomeserverStatus, HomeserverUpdate, RegionCode, Registration,
+    ErrorCode, Catalog, DataController, EmailDomain, Homeserver, HomeserverCreate, HomeserverName, HomeserverSettings, HomeserverStatus, HomeserverUpdate, RegionCode, Registration,
     RegistrationPolicy, ServerName, Volume, VolumeSizeGb,
 };
 use sqlx::any::AnyRow;

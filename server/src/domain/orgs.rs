@@ -1,12 +1,11 @@
 //! Organizations and API tokens. A token is 256 random bits shown once; only its SHA-256 hash
 //! is stored, so a copy of the database cannot be used to call the API.
 
-use matrixhost_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use matrixhost_api::{Email, OrgName};
+use matrixhost_api::{ErrorCode, Email, OrgName};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 

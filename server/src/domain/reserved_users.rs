@@ -1,9 +1,8 @@
 //! Reserved users: users holding slots inside the MAU cap (R8). Table `reserved_users`.
 
-use matrixhost_api::ErrorCode;
 use chrono::{DateTime, Utc};
 use matrixhost_api::{
-    check_reserved_within_cap, Catalog, Email, Homeserver, HomeserverStatus, ReservedUser, ReservedUserCreate, ReservedUserUpdate,
+    ErrorCode, check_reserved_within_cap, Catalog, Email, Homeserver, HomeserverStatus, ReservedUser, ReservedUserCreate, ReservedUserUpdate,
 };
 use matrixhost_seal::Sealer;
 use sqlx::any::AnyRow;

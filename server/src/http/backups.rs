@@ -4,7 +4,6 @@
 //! Backups outlive a deleted homeserver until they expire, so the backup routes answer for a
 //! deleted homeserver of the organization as long as it has backups.
 
-use matrixhost_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use matrixhost_api::{Backup, BackupErasure, Page, Restore, RestoreCreate};
+use matrixhost_api::{ErrorCode, Backup, BackupErasure, Page, Restore, RestoreCreate};
 
 use super::idempotency::{self, Begun};
 use super::{ApiJson, App, AppError, AppResult, Caller, IdempotencyKey, ListParams, Versioned};

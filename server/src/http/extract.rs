@@ -1,6 +1,5 @@
 //! Extractors shared by every handler.
 
-use matrixhost_api::ErrorCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use matrixhost_api::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

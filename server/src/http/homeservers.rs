@@ -1,7 +1,6 @@
 //! `/v1/homeservers`: hosted homeservers (R1, R2, R9, R20, R22), their usage (R23) and their
 //! events (R12, R24). The rules are in `domain/homeservers.rs`.
 
-use matrixhost_api::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -9,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use matrixhost_api::{Homeserver, HomeserverCreate, HomeserverEvent, HomeserverStatus, HomeserverUpdate, HomeserverUsage, Page};
+use matrixhost_api::{ErrorCode, Homeserver, HomeserverCreate, HomeserverEvent, HomeserverStatus, HomeserverUpdate, HomeserverUsage, Page};
 
 use super::idempotency::{self, Begun};
 use super::{ApiJson, App, AppError, AppResult, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};

@@ -1,10 +1,10 @@
 //! Idempotent creates. The key is claimed inside the create's transaction: a concurrent retry
 //! waits on the key's row and then replays the stored response; a create that fails releases it.
 
-use matrixhost_api::ErrorCode;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Duration;
+use matrixhost_api::ErrorCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

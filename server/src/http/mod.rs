@@ -16,7 +16,6 @@ mod reserved_users;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
-use matrixhost_api::ErrorCode;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,6 +25,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use matrixhost_api::ErrorCode;
 use tracing::Instrument;
 
 pub use error::{AppError, AppResult};

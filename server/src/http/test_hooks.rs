@@ -2,7 +2,6 @@
 //! enable it, see `lib.rs`): moving the clock forward (`POST /v1/_test/clock`, with
 //! `--test-clock`) and injecting error answers (`POST /v1/_test/faults`).
 
-use matrixhost_api::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -11,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use matrixhost_api::ErrorCode;
 use serde::Deserialize;
 
 use super::{ApiJson, App, AppError, AppResult, Caller};
