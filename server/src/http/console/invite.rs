@@ -12,7 +12,7 @@ use axum::{Extension, Form, Router};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::pages::{self, csrf_field, field, form_error, layout, FormErrors};
+use super::pages::{self, csrf_field, form_error, layout, FormErrors, NewPasswordForm};
 use super::signup::{TokenPost, TokenQuery};
 use super::throttle::MAIL_PER_IP;
 use super::{page, Ctx};
@@ -30,13 +30,7 @@ fn form(ctx: &Ctx, token: &str, user_id: &str, errors: &FormErrors) -> Markup {
         &ctx.viewer(),
         html! {
             p { "Your account: " strong { (user_id) } }
-            (form_error(errors))
-            form method="post" action="/console/invite" novalidate {
-                (csrf_field(&ctx.csrf))
-                input type="hidden" name="token" value=(token);
-                (field("password", "Password", "password", "", "new-password", Some("At least 12 characters. Well-known passwords are refused."), errors))
-                button type="submit" { "Set my password" }
-            }
+            (NewPasswordForm { action: "/console/invite", token, label: "Password", button: "Set my password" }.render(&ctx.csrf, errors))
         },
     )
 }

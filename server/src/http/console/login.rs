@@ -12,7 +12,7 @@ use axum_extra::extract::cookie::CookieJar;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::pages::{self, csrf_field, field, form_error, layout, FormErrors};
+use super::pages::{self, csrf_field, field, form_error, layout, FormErrors, NewPasswordForm};
 use super::signup::{invalid_link, CsrfOnly, TokenQuery};
 use super::throttle::{LOGIN_PER_ACCOUNT, LOGIN_PER_IP, MAIL_PER_IP, RESET_PER_ACCOUNT};
 use super::{csrf_cookie, expired_cookie, page, see_other, session_cookie, Ctx, SESSION_COOKIE};
@@ -209,13 +209,7 @@ fn confirm_form(ctx: &Ctx, token: &str, errors: &FormErrors) -> Markup {
         "Choose a new password",
         &ctx.viewer(),
         html! {
-            (form_error(errors))
-            form method="post" action="/console/reset/confirm" novalidate {
-                (csrf_field(&ctx.csrf))
-                input type="hidden" name="token" value=(token);
-                (field("password", "New password", "password", "", "new-password", Some("At least 12 characters. Well-known passwords are refused."), errors))
-                button type="submit" { "Set the new password" }
-            }
+            (NewPasswordForm { action: "/console/reset/confirm", token, label: "New password", button: "Set the new password" }.render(&ctx.csrf, errors))
             p { "Every session of the account is logged out when the password changes." }
         },
     )

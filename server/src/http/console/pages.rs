@@ -109,6 +109,32 @@ pub fn form_error(errors: &FormErrors) -> Markup {
     }
 }
 
+/// What every new-password field says (R14's rules, in `domain::passwords`).
+pub const NEW_PASSWORD_HINT: &str = "At least 12 characters. Well-known passwords are refused.";
+
+/// A form that carries a one-time link's `token` and asks for a new password: a reset, an
+/// invitation.
+pub struct NewPasswordForm<'a> {
+    pub action: &'a str,
+    pub token: &'a str,
+    pub label: &'a str,
+    pub button: &'a str,
+}
+
+impl NewPasswordForm<'_> {
+    pub fn render(&self, csrf: &str, errors: &FormErrors) -> Markup {
+        html! {
+            (form_error(errors))
+            form method="post" action=(self.action) novalidate {
+                (csrf_field(csrf))
+                input type="hidden" name="token" value=(self.token);
+                (field("password", self.label, "password", "", "new-password", Some(NEW_PASSWORD_HINT), errors))
+                button type="submit" { (self.button) }
+            }
+        }
+    }
+}
+
 /// A labelled input with its hint and its error, tied together for assistive technology.
 pub fn field(name: &str, label: &str, kind: &str, value: &str, autocomplete: &str, hint: Option<&str>, errors: &FormErrors) -> Markup {
     field_with_id(name, name, label, kind, value, autocomplete, hint, errors)

@@ -10,7 +10,7 @@ use axum::{Extension, Form, Router};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::pages::{self, checkbox, csrf_field, field, form_error, layout, FormErrors};
+use super::pages::{self, checkbox, csrf_field, field, form_error, layout, FormErrors, NEW_PASSWORD_HINT};
 use super::throttle::MAIL_PER_IP;
 use super::{page, see_other, Ctx};
 use crate::http::App;
@@ -44,7 +44,7 @@ fn form(ctx: &Ctx, terms_version: &str, values: &crate::domain::accounts::SignUp
                 (field("organization", "Organization name", "text", &values.organization, "organization",
                     Some("Lower-case letters, digits and '-'; it appears in your homeservers' default addresses."), errors))
                 (field("password", "Password", "password", "", "new-password",
-                    Some("At least 12 characters. Well-known passwords are refused."), errors))
+                    Some(NEW_PASSWORD_HINT), errors))
                 (checkbox("age_confirmed", html! { "I am at least 16 years old." }, values.age_confirmed.is_some(), errors))
                 (checkbox("terms_accepted", html! { "I accept the matrixhost customer terms (version " (terms_version) ")." }, values.terms_accepted.is_some(), errors))
                 button type="submit" { "Create account" }
