@@ -27,9 +27,10 @@ pub fn apply_status(version: i64, applied_version: Option<i64>, own_error: Optio
     (ApplyStatus::Pending, None)
 }
 
-/// What a write records as applied: without a runtime nothing has to apply it.
-pub fn applied_at_write(hosted: bool, version: i64) -> Option<i64> {
-    (!hosted).then_some(version)
+/// What a write records as applied: when no running homeserver has to apply it (no runtime,
+/// or nothing hosted that it concerns), it is in effect as written.
+pub fn applied_at_write(a_homeserver_applies_it: bool, version: i64) -> Option<i64> {
+    (!a_homeserver_applies_it).then_some(version)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use matrixhost_api::{
 };
 use sqlx::any::AnyRow;
 
-use super::apply::{apply_status, HostOf};
+use super::apply::{applied_at_write, apply_status, HostOf};
 use super::{check_version, homeservers, DomainError, DomainResult, PageRequest, WriteContext};
 use crate::db::{lock_row, ts, Db, RowExt, Tx};
 
@@ -155,13 +155,20 @@ impl Subscription {
     }
 }
 
-const COLUMNS: &str = "id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
-    anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version";
+macro_rules! columns {
+    () => {
+        "id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
+         anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version"
+    };
+}
+const COLUMNS: &str = columns!();
 /// What a read adds: how far the homeserver on the plan has got with it.
-const READ_COLUMNS: &str = "id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
-    anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version, applied_version, \
-    (SELECT h.status FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status, \
-    (SELECT h.status_reason FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status_reason";
+const READ_COLUMNS: &str = concat!(
+    columns!(),
+    ", applied_version, \
+     (SELECT h.status FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status, \
+     (SELECT h.status_reason FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status_reason"
+);
 
 /// Loads a subscription of the organization, settled to `now`.
 pub async fn load(tx: &mut Tx<'_>, org_id: &str, id: &str, now: DateTime<Utc>) -> DomainResult<Option<Subscription>> {
@@ -299,9 +306,9 @@ pub async fn update(
     check_homeserver_fits(tx, &sub, catalog, field).await?;
     sub.version += 1;
     sub.updated_at = now;
-    // Without a homeserver on it, or without a runtime, nothing has to apply the change.
-    if !hosted || sub.host.is_none() {
-        sub.applied_version = Some(sub.version);
+    // Only a hosted homeserver on the plan has to apply the change.
+    if let Some(applied) = applied_at_write(hosted && sub.host.is_some(), sub.version) {
+        sub.applied_version = Some(applied);
     }
     let done = sqlx::query(
         "UPDATE billing_plans SET plan = $1, active_plan = $2, pending_plan = $3, billing_period = $4, additional_users = $5, \
