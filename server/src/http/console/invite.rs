@@ -10,9 +10,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use maud::{html, Markup};
-use serde::Deserialize;
 
-use super::pages::{self, csrf_field, form_error, layout, FormErrors, NewPasswordForm};
+use super::pages::{self, csrf_field, form_error, layout, FormErrors, NewPasswordForm, NewPasswordPost};
 use super::signup::{TokenPost, TokenQuery};
 use super::throttle::MAIL_PER_IP;
 use super::{page, Ctx};
@@ -64,17 +63,7 @@ async fn show(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Query
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct AcceptPost {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    password: String,
-}
-
-async fn accept(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Form(post): Form<AcceptPost>) -> Response {
+async fn accept(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Form(post): Form<NewPasswordPost>) -> Response {
     if let Err(refused) = ctx.check_csrf(&post.csrf) {
         return *refused;
     }

@@ -12,7 +12,7 @@ use axum_extra::extract::cookie::CookieJar;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::pages::{self, csrf_field, field, form_error, layout, FormErrors, NewPasswordForm};
+use super::pages::{self, csrf_field, field, form_error, layout, FormErrors, NewPasswordForm, NewPasswordPost};
 use super::signup::{invalid_link, CsrfOnly, TokenQuery};
 use super::throttle::{LOGIN_PER_ACCOUNT, LOGIN_PER_IP, MAIL_PER_IP, RESET_PER_ACCOUNT};
 use super::{csrf_cookie, expired_cookie, page, see_other, session_cookie, Ctx, SESSION_COOKIE};
@@ -194,16 +194,6 @@ async fn reset_sent(Extension(ctx): Extension<Ctx>) -> Response {
     )
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ConfirmPost {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    password: String,
-}
-
 fn confirm_form(ctx: &Ctx, token: &str, errors: &FormErrors) -> Markup {
     layout(
         "Choose a new password",
@@ -224,7 +214,7 @@ async fn show_confirm(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx
     }
 }
 
-async fn confirm(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, jar: CookieJar, Form(post): Form<ConfirmPost>) -> Response {
+async fn confirm(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, jar: CookieJar, Form(post): Form<NewPasswordPost>) -> Response {
     if let Err(refused) = ctx.check_csrf(&post.csrf) {
         return *refused;
     }

@@ -112,6 +112,17 @@ pub fn form_error(errors: &FormErrors) -> Markup {
 /// What every new-password field says (R14's rules, in `domain::passwords`).
 pub const NEW_PASSWORD_HINT: &str = "At least 12 characters. Well-known passwords are refused.";
 
+/// What a [`NewPasswordForm`] posts.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NewPasswordPost {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub password: String,
+}
+
 /// A form that carries a one-time link's `token` and asks for a new password: a reset, an
 /// invitation.
 pub struct NewPasswordForm<'a> {
