@@ -14,9 +14,10 @@ use crate::client::escape;
 use crate::diag;
 use crate::guarded;
 use crate::provider::Ctx;
+use crate::resources::homeserver::{from_api, HomeserverState, NoTimeouts};
 use crate::resources::{opt_ts, seg, ts};
 use crate::schema_builder::{list_of, object, set_of_strings, BlockBuilder, FieldDocs, T};
-use crate::values::{opt_s, s, set_of, Num, Value, VB, VN, VS, VSet};
+use crate::values::{opt_s, s, Num, Value, VB, VN, VS};
 
 // ------------------------------------------------------------------ regions ---------------
 
@@ -194,44 +195,8 @@ pub struct HomeserverDataSource {
     pub ctx: Arc<Ctx>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct VolumeItem {
-    pub size_gb: VN,
-    pub encrypted: VB,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ControllerItem {
-    pub entity_name: VS,
-    pub admin_email: VS,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HomeserverDataState {
-    pub id: VS,
-    pub name: VS,
-    pub region: VS,
-    pub billing_plan_id: VS,
-    pub server_name: VS,
-    pub federation_enabled: VB,
-    pub registration: VS,
-    pub allowed_email_domains: VSet,
-    pub guest_access: VB,
-    pub encryption_by_default: VB,
-    pub deletion_protection: VB,
-    pub volume: Value<VolumeItem>,
-    pub data_controller: Value<ControllerItem>,
-    pub status: VS,
-    pub status_reason: VS,
-    pub client_url: VS,
-    pub privacy_notice_url: VS,
-    pub terms_version: VS,
-    pub terms_accepted_at: VS,
-    pub created_at: VS,
-}
+/// The same state as the resource's, without `timeouts`.
+pub type HomeserverDataState = HomeserverState<NoTimeouts>;
 
 pub const VOLUME_FIELDS: FieldDocs = &[("size_gb", "Size in GB."), ("encrypted", "Always `true` (R2).")];
 pub const CONTROLLER_FIELDS: FieldDocs = &[
@@ -262,37 +227,6 @@ pub fn homeserver_schema() -> Schema {
         .computed("terms_accepted_at", T::String, "When those terms were accepted (RFC 3339, R20).")
         .computed("created_at", T::String, "When the homeserver was created (RFC 3339).")
         .schema()
-}
-
-fn homeserver_data(h: &Homeserver) -> HomeserverDataState {
-    HomeserverDataState {
-        id: s(&h.id),
-        name: s(h.name.as_str()),
-        region: s(h.region.as_str()),
-        billing_plan_id: s(&h.billing_plan_id),
-        server_name: s(h.server_name.as_str()),
-        federation_enabled: Value::Value(h.federation_enabled),
-        registration: s(h.registration.as_str()),
-        allowed_email_domains: set_of(h.allowed_email_domains.iter().map(|d| d.to_string())),
-        guest_access: Value::Value(h.guest_access),
-        encryption_by_default: Value::Value(h.encryption_by_default),
-        deletion_protection: Value::Value(h.deletion_protection),
-        volume: Value::Value(VolumeItem {
-            size_gb: Value::Value(Num::int(i64::from(h.volume.size_gb.get()))),
-            encrypted: Value::Value(bool::from(h.volume.encrypted)),
-        }),
-        data_controller: Value::Value(ControllerItem {
-            entity_name: s(h.data_controller.entity_name.as_str()),
-            admin_email: s(h.data_controller.admin_email.as_str()),
-        }),
-        status: s(h.status.as_str()),
-        status_reason: opt_s(h.status_reason.as_ref()),
-        client_url: opt_s(h.client_url.as_ref()),
-        privacy_notice_url: opt_s(h.privacy_notice_url.as_ref()),
-        terms_version: s(&h.terms_version),
-        terms_accepted_at: s(ts(h.terms_accepted_at)),
-        created_at: s(ts(h.created_at)),
-    }
 }
 
 #[async_trait]
@@ -338,7 +272,7 @@ impl DataSource for HomeserverDataSource {
                 }
             };
             match found {
-                Ok(Some(h)) => Some(homeserver_data(&h)),
+                Ok(Some(h)) => Some(from_api(&h, &HomeserverDataState::default())),
                 Ok(None) => {
                     diag::root_error(diags, "Homeserver not found", format!("No homeserver with {what} exists in this organization."));
                     None

@@ -11,7 +11,11 @@ use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, 
 
 use crate::data_sources;
 use crate::provider::provider_schema;
-use crate::resources;
+use crate::resources::backup_policy::BackupPolicyResource;
+use crate::resources::billing_plan::BillingPlanResource;
+use crate::resources::homeserver::HomeserverResource;
+use crate::resources::managed::ApiResource;
+use crate::resources::reserved_user::ReservedUserResource;
 use crate::schema_builder::FieldDocs;
 
 /// What a page documents.
@@ -33,14 +37,18 @@ pub enum Kind {
     DataSource,
 }
 
+fn resource_page<R: ApiResource>(notes: &'static str) -> Page {
+    Page { name: R::TYPE, kind: Kind::Resource, schema: R::schema(), field_docs: vec![], notes }
+}
+
 pub fn pages() -> Vec<Page> {
     let page = |name, kind, schema, field_docs, notes| Page { name, kind, schema, field_docs, notes };
     vec![
         page("matrixhost", Kind::Provider, provider_schema(), vec![], PROVIDER_NOTES),
-        page(resources::billing_plan::TYPE, Kind::Resource, resources::billing_plan::schema(), vec![], ""),
-        page(resources::homeserver::TYPE, Kind::Resource, resources::homeserver::schema(), vec![], HOMESERVER_NOTES),
-        page(resources::reserved_user::TYPE, Kind::Resource, resources::reserved_user::schema(), vec![], RESERVED_USER_NOTES),
-        page(resources::backup_policy::TYPE, Kind::Resource, resources::backup_policy::schema(), vec![], ""),
+        resource_page::<BillingPlanResource>(""),
+        resource_page::<HomeserverResource>(HOMESERVER_NOTES),
+        resource_page::<ReservedUserResource>(RESERVED_USER_NOTES),
+        resource_page::<BackupPolicyResource>(""),
         page("matrixhost_regions", Kind::DataSource, data_sources::regions_schema(), vec![("regions", data_sources::REGION_FIELDS)], ""),
         page("matrixhost_plans", Kind::DataSource, data_sources::plans_schema(), vec![("plans", data_sources::PLAN_FIELDS)], ""),
         page(

@@ -11,6 +11,12 @@ use tf_provider::schema::Schema;
 use tf_provider::value::ValueEmpty;
 use tf_provider::{Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
+use crate::resources::backup_policy::BackupPolicyResource;
+use crate::resources::billing_plan::BillingPlanResource;
+use crate::resources::homeserver::HomeserverResource;
+use crate::resources::managed::entry;
+use crate::resources::reserved_user::ReservedUserResource;
+
 use crate::client::{ApiFailure, Client, RetryPolicy};
 use crate::diag;
 use crate::schema_builder::{BlockBuilder, T};
@@ -233,10 +239,12 @@ impl Provider for MatrixhostProvider {
     fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
         let ctx = &self.ctx;
         let mut m: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
-        m.insert("billing_plan".into(), Box::new(crate::resources::billing_plan::BillingPlanResource { ctx: ctx.clone() }));
-        m.insert("homeserver".into(), Box::new(crate::resources::homeserver::HomeserverResource { ctx: ctx.clone() }));
-        m.insert("reserved_user".into(), Box::new(crate::resources::reserved_user::ReservedUserResource { ctx: ctx.clone() }));
-        m.insert("backup_policy".into(), Box::new(crate::resources::backup_policy::BackupPolicyResource { ctx: ctx.clone() }));
+        m.extend([
+            entry::<BillingPlanResource>(ctx),
+            entry::<HomeserverResource>(ctx),
+            entry::<ReservedUserResource>(ctx),
+            entry::<BackupPolicyResource>(ctx),
+        ]);
         Some(m)
     }
 

@@ -3,6 +3,7 @@
 pub mod backup_policy;
 pub mod billing_plan;
 pub mod homeserver;
+pub mod managed;
 pub mod reserved_user;
 
 use std::time::{Duration, Instant};
@@ -47,45 +48,32 @@ pub fn opt_ts(t: Option<DateTime<Utc>>) -> VS {
     }
 }
 
-/// Checks a known string attribute with a domain parser, adding "Invalid <attr>" on failure.
+/// A parse result as a diagnostic: "Invalid <attr>" with the rule's message.
+fn checked<T>(diags: &mut Diagnostics, attr: &str, parsed: Result<T, RuleError>) -> Option<T> {
+    parsed.map_err(|e| diag::invalid(diags, attr, e.message)).ok()
+}
+
+/// Checks a known string attribute with a domain parser.
 /// Unknown and null values pass (unknown is checked again at apply, when it is known).
 pub fn check_str<T>(diags: &mut Diagnostics, attr: &str, v: &VS, parse: impl Fn(&str) -> Result<T, RuleError>) -> Option<T> {
-    let Value::Value(s) = v else { return None };
-    match parse(s) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            diag::invalid(diags, attr, e.message);
-            None
-        }
-    }
+    let parsed = parse(v.as_ref_option()?);
+    checked(diags, attr, parsed)
 }
 
 /// Checks a known number attribute: it must be a whole number, then pass `parse`.
 pub fn check_int<T>(diags: &mut Diagnostics, attr: &str, v: &VN, parse: impl Fn(i64) -> Result<T, RuleError>) -> Option<T> {
-    let Value::Value(n) = v else { return None };
+    let n = v.as_ref_option()?;
     let Some(i) = n.as_i64() else {
         diag::invalid(diags, attr, format!("{n} is not a whole number"));
         return None;
     };
-    match parse(i) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            diag::invalid(diags, attr, e.message);
-            None
-        }
-    }
+    checked(diags, attr, parse(i))
 }
 
 /// Checks a known bool attribute with a domain parser.
 pub fn check_bool<T>(diags: &mut Diagnostics, attr: &str, v: &VB, parse: impl Fn(bool) -> Result<T, RuleError>) -> Option<T> {
-    let Value::Value(b) = v else { return None };
-    match parse(*b) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            diag::invalid(diags, attr, e.message);
-            None
-        }
-    }
+    let parsed = parse(*v.as_ref_option()?);
+    checked(diags, attr, parsed)
 }
 
 /// At apply every input is known; a value still unknown here is a provider bug, reported
@@ -121,8 +109,8 @@ pub fn split_import_id(id: &str) -> Option<(&str, &str)> {
 }
 
 /// The error for an import id that names nothing.
-pub fn import_not_found(diags: &mut Diagnostics, what: &str, id: &str) {
-    diag::root_error(diags, format!("Cannot import {what}"), format!("No {what} `{id}` exists in this organization."));
+pub fn import_not_found(diags: &mut Diagnostics, noun: &str, what: &str, id: &str) {
+    diag::root_error(diags, format!("Cannot import {noun}"), format!("No {what} `{id}` exists in this organization."));
 }
 
 /// Path segment escaping for ids in URLs.
