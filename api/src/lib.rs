@@ -9,6 +9,7 @@ pub mod common;
 pub mod domain;
 pub mod homeserver;
 pub mod openapi;
+pub mod operations;
 pub mod request;
 pub mod reserved_user;
 

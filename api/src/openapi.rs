@@ -5,6 +5,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use crate::operations::Op;
 use crate::*;
 
 /// What an endpoint takes and returns, with schemas generated from the Rust types.
@@ -46,11 +47,11 @@ impl Builder {
     }
 }
 
-fn endpoint(method: &'static str, path: &'static str, operation_id: &'static str, summary: &'static str) -> Endpoint {
+fn endpoint(op: Op, summary: &'static str) -> Endpoint {
     Endpoint {
-        method,
-        path,
-        operation_id,
+        method: op.method().as_str(),
+        path: op.path(),
+        operation_id: op.id(),
         summary,
         body: None,
         ok: (200, None),
@@ -108,24 +109,22 @@ struct Query {
 
 /// Declares the CRUD endpoints of one resource kind.
 struct Crud {
-    collection: &'static str,
-    item: &'static str,
     noun: &'static str,
-    create_op: &'static str,
-    list_op: &'static str,
-    get_op: &'static str,
-    update_op: &'static str,
-    delete_op: &'static str,
+    list: Op,
+    create: Op,
+    get: Op,
+    update: Op,
+    delete: Op,
 }
 
 fn crud(b: &mut Builder, c: Crud, resource: Value, page: Value, create: Value, update: Value, list_query: &'static [Query]) {
-    b.add(endpoint("get", c.collection, c.list_op, leak(format!("List {}s", c.noun))).returns(200, page).list().query(list_query));
-    b.add(endpoint("post", c.collection, c.create_op, leak(format!("Create a {}", c.noun))).body(create).returns(201, resource.clone()).create());
-    b.add(endpoint("get", c.item, c.get_op, leak(format!("Read a {}", c.noun))).returns(200, resource.clone()));
+    b.add(endpoint(c.list, leak(format!("List {}s", c.noun))).returns(200, page).list().query(list_query));
+    b.add(endpoint(c.create, leak(format!("Create a {}", c.noun))).body(create).returns(201, resource.clone()).create());
+    b.add(endpoint(c.get, leak(format!("Read a {}", c.noun))).returns(200, resource.clone()));
     let resource_for_202 = resource.clone();
-    b.add(endpoint("put", c.item, c.update_op, leak(format!("Update a {}", c.noun))).body(update).returns(200, resource).if_match());
-    b.add(endpoint("delete", c.item, c.delete_op, leak(format!("Delete a {}", c.noun))).no_content().if_match());
-    if c.noun == "homeserver" {
+    b.add(endpoint(c.update, leak(format!("Update a {}", c.noun))).body(update).returns(200, resource).if_match());
+    b.add(endpoint(c.delete, leak(format!("Delete a {}", c.noun))).no_content().if_match());
+    if c.delete == Op::DeleteHomeserver {
         // With the runtime, deletion is long work: 202 and status `deleting`, then 404.
         let last = b.endpoints.last_mut().expect("just added");
         last.also_ok = Some((202, "Accepted: status `deleting` until the runtime has torn it down; then reads answer 404", Some(resource_for_202)));
@@ -141,40 +140,35 @@ pub fn document() -> Value {
     let mut b = Builder { generator: SchemaSettings::openapi3().into_generator(), endpoints: Vec::new() };
 
     let health = b.schema::<Health>();
-    b.add(endpoint("get", "/healthz", "health", "Liveness and version").returns(200, health).public());
-    b.add(endpoint("get", "/openapi.json", "openapi", "This document").returns(200, json!({"type": "object"})).public());
+    b.add(endpoint(Op::Health, "Liveness and version").returns(200, health).public());
+    b.add(endpoint(Op::OpenApi, "This document").returns(200, json!({"type": "object"})).public());
     let org = b.schema::<Organization>();
-    b.add(endpoint("get", "/v1/organization", "get_organization", "The organization that owns the calling token").returns(200, org));
+    b.add(endpoint(Op::GetOrganization, "The organization that owns the calling token").returns(200, org));
 
     let (region, regions) = (b.schema::<Region>(), b.schema::<Page<Region>>());
-    b.add(endpoint("get", "/v1/regions", "list_regions", "List regions (R1)").returns(200, regions).list());
-    b.add(endpoint("get", "/v1/regions/{code}", "get_region", "Read a region").returns(200, region));
+    b.add(endpoint(Op::ListRegions, "List regions (R1)").returns(200, regions).list());
+    b.add(endpoint(Op::GetRegion, "Read a region").returns(200, region));
     let (plan, plans) = (b.schema::<Plan>(), b.schema::<Page<Plan>>());
-    b.add(endpoint("get", "/v1/plans", "list_plans", "List plan tiers (R5)").returns(200, plans).list());
-    b.add(endpoint("get", "/v1/plans/{tier}", "get_plan", "Read a plan tier").returns(200, plan));
+    b.add(endpoint(Op::ListPlans, "List plan tiers (R5)").returns(200, plans).list());
+    b.add(endpoint(Op::GetPlan, "Read a plan tier").returns(200, plan));
 
     let (r, p, c, u) = (b.schema::<BillingPlan>(), b.schema::<Page<BillingPlan>>(), b.schema::<BillingPlanCreate>(), b.schema::<BillingPlanUpdate>());
     crud(&mut b, Crud {
-        collection: "/v1/billing-plans", item: "/v1/billing-plans/{billing_plan_id}", noun: "billing plan",
-        create_op: "create_billing_plan", list_op: "list_billing_plans", get_op: "get_billing_plan",
-        update_op: "update_billing_plan", delete_op: "delete_billing_plan",
+        noun: "billing plan", list: Op::ListBillingPlans, create: Op::CreateBillingPlan, get: Op::GetBillingPlan,
+        update: Op::UpdateBillingPlan, delete: Op::DeleteBillingPlan,
     }, r, p, c, u, &[]);
 
     let (r, p, c, u) = (b.schema::<Homeserver>(), b.schema::<Page<Homeserver>>(), b.schema::<HomeserverCreate>(), b.schema::<HomeserverUpdate>());
     crud(&mut b, Crud {
-        collection: "/v1/homeservers", item: "/v1/homeservers/{homeserver_id}", noun: "homeserver",
-        create_op: "create_homeserver", list_op: "list_homeservers", get_op: "get_homeserver",
-        update_op: "update_homeserver", delete_op: "delete_homeserver",
+        noun: "homeserver", list: Op::ListHomeservers, create: Op::CreateHomeserver, get: Op::GetHomeserver,
+        update: Op::UpdateHomeserver, delete: Op::DeleteHomeserver,
     }, r, p, c, u, &[Query { name: "name", description: "Only the homeserver with this name", required: false, schema: r#"{"type": "string"}"# }]);
 
     let usage = b.schema::<HomeserverUsage>();
-    b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/usage", "get_homeserver_usage", "Server-level usage: MAU, registered users, volume bytes (R23)").returns(200, usage));
+    b.add(endpoint(Op::GetHomeserverUsage, "Server-level usage: MAU, registered users, volume bytes (R23)").returns(200, usage));
     let events = b.schema::<Page<HomeserverEvent>>();
     b.add(
-        endpoint(
-            "get",
-            "/v1/homeservers/{homeserver_id}/events",
-            "list_homeserver_events",
+        endpoint(Op::ListHomeserverEvents,
             "What happened to the homeserver, oldest first: out of memory, crashes, storage full (R12, R24)",
         )
         .returns(200, events)
@@ -183,10 +177,8 @@ pub fn document() -> Value {
 
     let (r, p, c, u) = (b.schema::<ReservedUser>(), b.schema::<Page<ReservedUser>>(), b.schema::<ReservedUserCreate>(), b.schema::<ReservedUserUpdate>());
     crud(&mut b, Crud {
-        collection: "/v1/homeservers/{homeserver_id}/reserved-users",
-        item: "/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}", noun: "reserved user",
-        create_op: "create_reserved_user", list_op: "list_reserved_users", get_op: "get_reserved_user",
-        update_op: "update_reserved_user", delete_op: "delete_reserved_user",
+        noun: "reserved user", list: Op::ListReservedUsers, create: Op::CreateReservedUser, get: Op::GetReservedUser,
+        update: Op::UpdateReservedUser, delete: Op::DeleteReservedUser,
     }, r, p, c, u, &[Query {
         name: "email",
         description: "Only the reserved user with this email (case-insensitive)",
@@ -195,29 +187,25 @@ pub fn document() -> Value {
     }]);
 
     let (policy, spec) = (b.schema::<BackupPolicy>(), b.schema::<BackupPolicySpec>());
-    let path = "/v1/homeservers/{homeserver_id}/backup-policy";
-    b.add(endpoint("post", path, "create_backup_policy", "Create the homeserver's backup policy (R4)").body(spec.clone()).returns(201, policy.clone()).create());
-    b.add(endpoint("get", path, "get_backup_policy", "Read the homeserver's backup policy").returns(200, policy.clone()));
-    b.add(endpoint("put", path, "update_backup_policy", "Update the homeserver's backup policy").body(spec).returns(200, policy).if_match());
-    b.add(endpoint("delete", path, "delete_backup_policy", "Delete the homeserver's backup policy").no_content().if_match());
+    b.add(endpoint(Op::CreateBackupPolicy, "Create the homeserver's backup policy (R4)").body(spec.clone()).returns(201, policy.clone()).create());
+    b.add(endpoint(Op::GetBackupPolicy, "Read the homeserver's backup policy").returns(200, policy.clone()));
+    b.add(endpoint(Op::UpdateBackupPolicy, "Update the homeserver's backup policy").body(spec).returns(200, policy).if_match());
+    b.add(endpoint(Op::DeleteBackupPolicy, "Delete the homeserver's backup policy").no_content().if_match());
     let (backup, backups, erasure) = (b.schema::<Backup>(), b.schema::<Page<Backup>>(), b.schema::<BackupErasure>());
-    let path = "/v1/homeservers/{homeserver_id}/backups";
-    b.add(endpoint("get", path, "list_backups", "List the homeserver's backups (R4); also of a deleted homeserver until they expire").returns(200, backups).list());
-    b.add(endpoint("post", path, "create_backup", "Take an on-demand backup now (R4); 202, poll the backup until `completed`").returns(202, backup.clone()).create());
-    b.add(endpoint("delete", path, "erase_backups", "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
+    b.add(endpoint(Op::ListBackups, "List the homeserver's backups (R4); also of a deleted homeserver until they expire").returns(200, backups).list());
+    b.add(endpoint(Op::CreateBackup, "Take an on-demand backup now (R4); 202, poll the backup until `completed`").returns(202, backup.clone()).create());
+    b.add(endpoint(Op::EraseBackups, "Erase every backup of the homeserver, also after it was deleted (R18); needs `erase=true`")
         .returns(200, erasure)
         .query(&[Query { name: "erase", description: "Must be `true`: erasing cannot be undone", required: true, schema: r#"{"type": "boolean", "enum": [true]}"# }]));
-    let item = "/v1/homeservers/{homeserver_id}/backups/{backup_id}";
-    b.add(endpoint("get", item, "get_backup", "Read a backup").returns(200, backup));
-    b.add(endpoint("delete", item, "delete_backup", "Delete a backup (not while it is written or restored)").no_content());
+    b.add(endpoint(Op::GetBackup, "Read a backup").returns(200, backup));
+    b.add(endpoint(Op::DeleteBackup, "Delete a backup (not while it is written or restored)").no_content());
     let (restore, restores, restore_create) = (b.schema::<Restore>(), b.schema::<Page<Restore>>(), b.schema::<RestoreCreate>());
-    let path = "/v1/homeservers/{homeserver_id}/restores";
-    b.add(endpoint("get", path, "list_restores", "List the homeserver's restores").returns(200, restores).list());
-    b.add(endpoint("post", path, "create_restore", "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in")
+    b.add(endpoint(Op::ListRestores, "List the homeserver's restores").returns(200, restores).list());
+    b.add(endpoint(Op::CreateRestore, "Restore a completed backup into the homeserver (R4); 202, poll the restore. The homeserver is offline (`updating`) while the data is swapped in")
         .body(restore_create)
         .returns(202, restore.clone())
         .create());
-    b.add(endpoint("get", "/v1/homeservers/{homeserver_id}/restores/{restore_id}", "get_restore", "Read a restore and its status").returns(200, restore));
+    b.add(endpoint(Op::GetRestore, "Read a restore and its status").returns(200, restore));
 
     let error = b.schema::<ApiError>();
     let Builder { mut generator, endpoints } = b;
@@ -431,6 +419,24 @@ pub fn document_text() -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::operations::Op;
+
+    /// The document describes the operation table, each operation once, and nothing else.
+    #[test]
+    fn the_document_is_the_operation_table() {
+        let doc = super::document();
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                documented.push((method.clone(), path.clone(), op["operationId"].as_str().unwrap().to_owned()));
+            }
+        }
+        let mut table: Vec<_> = Op::ALL.iter().map(|op| (op.method().as_str().to_owned(), op.path().to_owned(), op.id().to_owned())).collect();
+        documented.sort();
+        table.sort();
+        assert_eq!(documented, table);
+    }
+
     #[test]
     fn committed_openapi_matches_the_types() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");

@@ -6,19 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use matrixhost_api::{BackupPolicy, BackupPolicySpec};
 
 use super::idempotency::{self, Begun};
 use super::{ApiJson, App, AppResult, Caller, IdempotencyKey, IfMatch, Versioned};
 use crate::domain::backup_policies as domain;
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new().route("/v1/homeservers/{homeserver_id}/backup-policy", get(read).post(create).put(update).delete(remove))
-}
-
-async fn read(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>) -> AppResult<Versioned<BackupPolicy>> {
+pub(super) async fn read(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>) -> AppResult<Versioned<BackupPolicy>> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
     let policy = domain::load(&mut tx, &caller.org_id, &homeserver_id, p.clock.now()).await?;
@@ -26,7 +20,7 @@ async fn read(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): 
     Ok(Versioned::ok(policy, version))
 }
 
-async fn create(
+pub(super) async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
     key: IdempotencyKey,
@@ -42,7 +36,7 @@ async fn create(
     idempotency::finish(tx, &caller, &key, Versioned::created(policy, 1)).await
 }
 
-async fn update(
+pub(super) async fn update(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(homeserver_id): Path<String>,
@@ -57,7 +51,7 @@ async fn update(
     Ok(Versioned::ok(policy, version))
 }
 
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
+pub(super) async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
     domain::delete(&mut tx, &caller.org_id, &homeserver_id, if_match.0, p.clock.now()).await?;

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use matrixhost_api::{ErrorCode, Backup, BackupErasure, Page, Restore, RestoreCreate};
 
 use super::idempotency::{self, Begun};
@@ -19,14 +18,6 @@ use super::{ApiJson, App, AppError, AppResult, Caller, IdempotencyKey, ListParam
 use crate::backup;
 use crate::db::lock_row;
 use crate::domain::{backups as domain, homeservers};
-
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/v1/homeservers/{homeserver_id}/backups", get(list_backups).post(take_backup).delete(erase_backups))
-        .route("/v1/homeservers/{homeserver_id}/backups/{backup_id}", get(read_backup).delete(delete_backup))
-        .route("/v1/homeservers/{homeserver_id}/restores", get(list_restores).post(create_restore))
-        .route("/v1/homeservers/{homeserver_id}/restores/{restore_id}", get(read_restore))
-}
 
 /// Without a runtime nothing is backed up: the answer says so clearly.
 fn refuse_without_runtime(app: &App) -> AppResult<()> {
@@ -36,18 +27,18 @@ fn refuse_without_runtime(app: &App) -> AppResult<()> {
     Ok(())
 }
 
-async fn list_backups(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, params: ListParams) -> AppResult<Json<Page<Backup>>> {
+pub(super) async fn list_backups(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, params: ListParams) -> AppResult<Json<Page<Backup>>> {
     let items = domain::list(&app.platform.db, &caller.org_id, &homeserver_id, params.request()).await?;
     Ok(Json(params.page(items, |b| &b.id)))
 }
 
-async fn read_backup(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, backup_id)): Path<(String, String)>) -> AppResult<Json<Backup>> {
+pub(super) async fn read_backup(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, backup_id)): Path<(String, String)>) -> AppResult<Json<Backup>> {
     let mut tx = app.platform.db.begin().await?;
     Ok(Json(domain::load_of(&mut tx, &caller.org_id, &homeserver_id, &backup_id).await?))
 }
 
 /// R4: an on-demand backup, taken by the worker at once (202; poll the backup).
-async fn take_backup(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, Path(homeserver_id): Path<String>) -> AppResult<Response> {
+pub(super) async fn take_backup(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, Path(homeserver_id): Path<String>) -> AppResult<Response> {
     let p = &app.platform;
     let fingerprint = idempotency::fingerprint(&format!("POST /v1/homeservers/{homeserver_id}/backups"), &());
     let mut tx = match idempotency::begin(&app, &caller, &key, &fingerprint).await? {
@@ -66,7 +57,7 @@ async fn take_backup(State(app): State<Arc<App>>, caller: Caller, key: Idempoten
 }
 
 /// Deletes one backup (its archive, then its record). Not while it is being written.
-async fn delete_backup(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, backup_id)): Path<(String, String)>) -> AppResult<StatusCode> {
+pub(super) async fn delete_backup(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, backup_id)): Path<(String, String)>) -> AppResult<StatusCode> {
     let b = domain::deletable(&app.platform.db, &caller.org_id, &homeserver_id, &backup_id).await?;
     backup::delete_backup(&app.platform, &b).await?;
     tracing::info!(backup_id, "backup deleted on request");
@@ -76,7 +67,7 @@ async fn delete_backup(State(app): State<Arc<App>>, caller: Caller, Path((homese
 /// R18: erases every backup of the homeserver, archives included, on the customer's request.
 /// Works after the homeserver was deleted too (its backups are otherwise kept until they
 /// expire, R4). `erase=true` is required so that this is never done by accident.
-async fn erase_backups(
+pub(super) async fn erase_backups(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(homeserver_id): Path<String>,
@@ -95,18 +86,18 @@ async fn erase_backups(
     Ok(Json(BackupErasure { homeserver_id, deleted }))
 }
 
-async fn list_restores(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, params: ListParams) -> AppResult<Json<Page<Restore>>> {
+pub(super) async fn list_restores(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, params: ListParams) -> AppResult<Json<Page<Restore>>> {
     let items = domain::list_restores(&app.platform.db, &caller.org_id, &homeserver_id, params.request()).await?;
     Ok(Json(params.page(items, |r| &r.id)))
 }
 
-async fn read_restore(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, restore_id)): Path<(String, String)>) -> AppResult<Json<Restore>> {
+pub(super) async fn read_restore(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, restore_id)): Path<(String, String)>) -> AppResult<Json<Restore>> {
     Ok(Json(domain::restore_of(&app.platform.db, &caller.org_id, &homeserver_id, &restore_id).await?))
 }
 
 /// R4: restores a completed backup into its homeserver (202; poll the restore). The homeserver
 /// keeps running while the archive is verified, then is offline (`updating`) for the swap.
-async fn create_restore(
+pub(super) async fn create_restore(
     State(app): State<Arc<App>>,
     caller: Caller,
     key: IdempotencyKey,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use matrixhost_api::{BillingPlan, BillingPlanCreate, BillingPlanUpdate, Page};
 
 use super::idempotency::{self, Begun};
@@ -15,24 +14,20 @@ use super::{ApiJson, App, AppResult, Caller, IdempotencyKey, IfMatch, ListParams
 use crate::domain::billing_plans as domain;
 use crate::domain::WriteContext;
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new().route("/v1/billing-plans", get(list).post(create)).route("/v1/billing-plans/{billing_plan_id}", get(read).put(update).delete(remove))
-}
-
-async fn list(State(app): State<Arc<App>>, caller: Caller, params: ListParams) -> AppResult<Json<Page<BillingPlan>>> {
+pub(super) async fn list(State(app): State<Arc<App>>, caller: Caller, params: ListParams) -> AppResult<Json<Page<BillingPlan>>> {
     let p = &app.platform;
     let items = domain::list(&p.db, &caller.org_id, params.request(), p.clock.now(), &p.settings.catalog).await?;
     Ok(Json(params.page(items, |b| &b.id)))
 }
 
-async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Versioned<BillingPlan>> {
+pub(super) async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Versioned<BillingPlan>> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
     let sub = domain::load_or_404(&mut tx, &caller.org_id, &id, p.clock.now()).await?;
     Ok(Versioned::ok(sub.to_api(&p.settings.catalog)?, sub.version))
 }
 
-async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, ApiJson(body): ApiJson<BillingPlanCreate>) -> AppResult<Response> {
+pub(super) async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, ApiJson(body): ApiJson<BillingPlanCreate>) -> AppResult<Response> {
     let p = &app.platform;
     let fingerprint = idempotency::fingerprint("POST /v1/billing-plans", &body);
     let mut tx = match idempotency::begin(&app, &caller, &key, &fingerprint).await? {
@@ -44,7 +39,7 @@ async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey
     idempotency::finish(tx, &caller, &key, Versioned::created(plan, version)).await
 }
 
-async fn update(
+pub(super) async fn update(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -61,7 +56,7 @@ async fn update(
     Ok(Versioned::ok(plan, version))
 }
 
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
+pub(super) async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
     domain::delete(&mut tx, &caller.org_id, &id, if_match.0, p.clock.now()).await?;

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use matrixhost_api::{ErrorCode, Homeserver, HomeserverCreate, HomeserverEvent, HomeserverStatus, HomeserverUpdate, HomeserverUsage, Page};
 
 use super::idempotency::{self, Begun};
@@ -15,28 +14,20 @@ use super::{ApiJson, App, AppError, AppResult, Caller, IdempotencyKey, IfMatch, 
 use crate::domain::events;
 use crate::domain::homeservers::{self as domain, Deleted, Owner};
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/v1/homeservers", get(list).post(create))
-        .route("/v1/homeservers/{homeserver_id}", get(read).put(update).delete(remove))
-        .route("/v1/homeservers/{homeserver_id}/usage", get(usage))
-        .route("/v1/homeservers/{homeserver_id}/events", get(list_events))
-}
-
-async fn list(State(app): State<Arc<App>>, caller: Caller, params: ListParams) -> AppResult<Json<Page<Homeserver>>> {
+pub(super) async fn list(State(app): State<Arc<App>>, caller: Caller, params: ListParams) -> AppResult<Json<Page<Homeserver>>> {
     let name = params.filters.get("name").map(String::as_str);
     let items = domain::list(&app.platform.db, &caller.org_id, name, params.request()).await?;
     Ok(Json(params.page(items, |h| &h.id)))
 }
 
-async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Versioned<Homeserver>> {
+pub(super) async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Versioned<Homeserver>> {
     let mut tx = app.platform.db.begin().await?;
     let hs = domain::load_or_404(&mut tx, &caller.org_id, &id).await?;
     let version = hs.version;
     Ok(Versioned::ok(hs, version))
 }
 
-async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, ApiJson(body): ApiJson<HomeserverCreate>) -> AppResult<Response> {
+pub(super) async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, ApiJson(body): ApiJson<HomeserverCreate>) -> AppResult<Response> {
     let p = &app.platform;
     // R1 before anything is claimed, so a refused region never takes an idempotency key.
     domain::check_region(&p.settings.catalog, &body.region)?;
@@ -53,7 +44,7 @@ async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey
     Ok(response)
 }
 
-async fn update(
+pub(super) async fn update(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -72,7 +63,7 @@ async fn update(
 
 /// With the runtime, deletion is long work: 202 and `deleting`, then reads answer 404. Without
 /// one, the records go at once (204).
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<Response> {
+pub(super) async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<Response> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
     let deleted = domain::delete(&mut tx, &caller.org_id, &id, if_match.0, p.hosts_homeservers(), p.clock.now()).await?;
@@ -88,7 +79,7 @@ async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Stri
 }
 
 /// R23: counts and sizes from the running homeserver; never contents.
-async fn usage(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Json<HomeserverUsage>> {
+pub(super) async fn usage(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> AppResult<Json<HomeserverUsage>> {
     Ok(Json(measure_usage(&app, &caller.org_id, &id).await?))
 }
 
@@ -115,7 +106,7 @@ pub(super) async fn measure_usage(app: &App, org_id: &str, id: &str) -> AppResul
     })
 }
 
-async fn list_events(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, params: ListParams) -> AppResult<Json<Page<HomeserverEvent>>> {
+pub(super) async fn list_events(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, params: ListParams) -> AppResult<Json<Page<HomeserverEvent>>> {
     let items = events::list(&app.platform.db, &caller.org_id, &id, params.request()).await?;
     Ok(Json(params.page(items, |e| &e.id)))
 }

@@ -24,7 +24,10 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
+use matrixhost_api::operations::{Method, Op};
 use matrixhost_api::ErrorCode;
 use tracing::Instrument;
 
@@ -138,20 +141,72 @@ async fn method_not_allowed() -> AppError {
     AppError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed on this path")
 }
 
+/// The API: one route per operation of `api::operations::Op`, the table the OpenAPI document
+/// describes. The match is exhaustive, so an operation cannot lack its handler, and no API
+/// route exists outside the table.
+fn api_routes() -> Router<Arc<App>> {
+    Op::ALL.iter().fold(Router::new(), |routes, &op| routes.route(op.path(), handler(op)))
+}
+
+fn handler(op: Op) -> MethodRouter<Arc<App>> {
+    match op {
+        Op::Health => on(op, platform::health),
+        Op::OpenApi => on(op, platform::openapi),
+        Op::GetOrganization => on(op, platform::organization),
+        Op::ListRegions => on(op, platform::list_regions),
+        Op::GetRegion => on(op, platform::read_region),
+        Op::ListPlans => on(op, platform::list_plans),
+        Op::GetPlan => on(op, platform::read_plan),
+        Op::ListBillingPlans => on(op, billing_plans::list),
+        Op::CreateBillingPlan => on(op, billing_plans::create),
+        Op::GetBillingPlan => on(op, billing_plans::read),
+        Op::UpdateBillingPlan => on(op, billing_plans::update),
+        Op::DeleteBillingPlan => on(op, billing_plans::remove),
+        Op::ListHomeservers => on(op, homeservers::list),
+        Op::CreateHomeserver => on(op, homeservers::create),
+        Op::GetHomeserver => on(op, homeservers::read),
+        Op::UpdateHomeserver => on(op, homeservers::update),
+        Op::DeleteHomeserver => on(op, homeservers::remove),
+        Op::GetHomeserverUsage => on(op, homeservers::usage),
+        Op::ListHomeserverEvents => on(op, homeservers::list_events),
+        Op::ListReservedUsers => on(op, reserved_users::list),
+        Op::CreateReservedUser => on(op, reserved_users::create),
+        Op::GetReservedUser => on(op, reserved_users::read),
+        Op::UpdateReservedUser => on(op, reserved_users::update),
+        Op::DeleteReservedUser => on(op, reserved_users::remove),
+        Op::CreateBackupPolicy => on(op, backup_policies::create),
+        Op::GetBackupPolicy => on(op, backup_policies::read),
+        Op::UpdateBackupPolicy => on(op, backup_policies::update),
+        Op::DeleteBackupPolicy => on(op, backup_policies::remove),
+        Op::ListBackups => on(op, backups::list_backups),
+        Op::CreateBackup => on(op, backups::take_backup),
+        Op::EraseBackups => on(op, backups::erase_backups),
+        Op::GetBackup => on(op, backups::read_backup),
+        Op::DeleteBackup => on(op, backups::delete_backup),
+        Op::ListRestores => on(op, backups::list_restores),
+        Op::CreateRestore => on(op, backups::create_restore),
+        Op::GetRestore => on(op, backups::read_restore),
+    }
+}
+
+/// `handler` at the operation's method.
+fn on<H: Handler<T, Arc<App>>, T: 'static>(op: Op, handler: H) -> MethodRouter<Arc<App>> {
+    let method = match op.method() {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Put => MethodFilter::PUT,
+        Method::Delete => MethodFilter::DELETE,
+    };
+    axum::routing::on(method, handler)
+}
+
 /// A panic becomes a 500 in the usual shape instead of a dropped connection.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     AppError::internal("handler panicked").into_response()
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let routes = Router::new()
-        .merge(platform::routes())
-        .merge(billing_plans::routes())
-        .merge(homeservers::routes())
-        .merge(reserved_users::routes())
-        .merge(backup_policies::routes())
-        .merge(backups::routes())
-        .merge(console::routes(app.clone()));
+    let routes = api_routes().merge(console::routes(app.clone()));
     #[cfg(feature = "test-hooks")]
     let routes = test_hooks::install(routes, app.clone());
     routes

@@ -3,33 +3,21 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use matrixhost_api::{Health, Organization, Page, Plan, PlanTier, Region};
 
 use super::{App, AppError, AppResult, Caller, ListParams};
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/organization", get(organization))
-        .route("/v1/regions", get(list_regions))
-        .route("/v1/regions/{code}", get(read_region))
-        .route("/v1/plans", get(list_plans))
-        .route("/v1/plans/{tier}", get(read_plan))
-}
-
-async fn health(State(app): State<Arc<App>>) -> AppResult<Json<Health>> {
+pub(super) async fn health(State(app): State<Arc<App>>) -> AppResult<Json<Health>> {
     sqlx::query("SELECT 1").execute(&app.platform.db).await?;
     Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
 }
 
-async fn openapi(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+pub(super) async fn openapi(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     Json(matrixhost_api::openapi::document_for(&app.platform.settings.catalog))
 }
 
-async fn organization(State(app): State<Arc<App>>, caller: Caller) -> AppResult<Json<Organization>> {
+pub(super) async fn organization(State(app): State<Arc<App>>, caller: Caller) -> AppResult<Json<Organization>> {
     let org = crate::domain::orgs::get_org(&app.platform.db, &caller.org_id).await?;
     Ok(Json(Organization {
         id: org.id,
@@ -45,11 +33,11 @@ fn sorted_regions(app: &App) -> Vec<Region> {
     regions
 }
 
-async fn list_regions(State(app): State<Arc<App>>, _: Caller, params: ListParams) -> Json<Page<Region>> {
+pub(super) async fn list_regions(State(app): State<Arc<App>>, _: Caller, params: ListParams) -> Json<Page<Region>> {
     Json(params.page_of(&sorted_regions(&app), |r| &r.code))
 }
 
-async fn read_region(State(app): State<Arc<App>>, _: Caller, Path(code): Path<String>) -> AppResult<Json<Region>> {
+pub(super) async fn read_region(State(app): State<Arc<App>>, _: Caller, Path(code): Path<String>) -> AppResult<Json<Region>> {
     app.platform.settings.catalog.regions.iter().find(|r| r.code == code).cloned().map(Json).ok_or_else(|| AppError::not_found("region"))
 }
 
@@ -59,11 +47,11 @@ fn sorted_plans(app: &App) -> Vec<Plan> {
     plans
 }
 
-async fn list_plans(State(app): State<Arc<App>>, _: Caller, params: ListParams) -> Json<Page<Plan>> {
+pub(super) async fn list_plans(State(app): State<Arc<App>>, _: Caller, params: ListParams) -> Json<Page<Plan>> {
     Json(params.page_of(&sorted_plans(&app), |p| p.tier.as_str()))
 }
 
-async fn read_plan(State(app): State<Arc<App>>, _: Caller, Path(tier): Path<String>) -> AppResult<Json<Plan>> {
+pub(super) async fn read_plan(State(app): State<Arc<App>>, _: Caller, Path(tier): Path<String>) -> AppResult<Json<Plan>> {
     let tier = PlanTier::parse(&tier).map_err(|_| AppError::not_found("plan"))?;
     app.platform.settings.catalog.plan(&tier).cloned().map(Json).map_err(|_| AppError::not_found("plan"))
 }

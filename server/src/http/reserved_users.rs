@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use matrixhost_api::{Page, ReservedUser, ReservedUserCreate, ReservedUserUpdate};
 
 use super::idempotency::{self, Begun};
@@ -15,25 +14,19 @@ use super::{ApiJson, App, AppResult, Caller, IdempotencyKey, IfMatch, ListParams
 use crate::domain::reserved_users as domain;
 use crate::domain::WriteContext;
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/v1/homeservers/{homeserver_id}/reserved-users", get(list).post(create))
-        .route("/v1/homeservers/{homeserver_id}/reserved-users/{reserved_user_id}", get(read).put(update).delete(remove))
-}
-
-async fn list(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, params: ListParams) -> AppResult<Json<Page<ReservedUser>>> {
+pub(super) async fn list(State(app): State<Arc<App>>, caller: Caller, Path(homeserver_id): Path<String>, params: ListParams) -> AppResult<Json<Page<ReservedUser>>> {
     let email = params.filters.get("email").map(String::as_str);
     let items = domain::list(&app.platform.db, &caller.org_id, &homeserver_id, email, params.request()).await?;
     Ok(Json(params.page(items, |u| &u.id)))
 }
 
-async fn read(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, id)): Path<(String, String)>) -> AppResult<Versioned<ReservedUser>> {
+pub(super) async fn read(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, id)): Path<(String, String)>) -> AppResult<Versioned<ReservedUser>> {
     let user = domain::read(&app.platform.db, &caller.org_id, &homeserver_id, &id).await?;
     let version = user.version;
     Ok(Versioned::ok(user, version))
 }
 
-async fn create(
+pub(super) async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
     key: IdempotencyKey,
@@ -55,7 +48,7 @@ async fn create(
     Ok(response)
 }
 
-async fn update(
+pub(super) async fn update(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((homeserver_id, id)): Path<(String, String)>,
@@ -71,7 +64,7 @@ async fn update(
     Ok(Versioned::ok(user, version))
 }
 
-async fn remove(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, id)): Path<(String, String)>, if_match: IfMatch) -> AppResult<StatusCode> {
+pub(super) async fn remove(State(app): State<Arc<App>>, caller: Caller, Path((homeserver_id, id)): Path<(String, String)>, if_match: IfMatch) -> AppResult<StatusCode> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
     domain::delete(&mut tx, &caller.org_id, &homeserver_id, &id, if_match.0).await?;
