@@ -36,13 +36,39 @@ struct Samples {
     plan_s: Vec<f64>,
     create_hwm_mib: Vec<f64>,
     plan_hwm_mib: Vec<f64>,
+    /// CPU seconds of one create: Terraform with its provider, the provider alone, matrixhostd.
+    create_cpu: Vec<Cpu>,
+}
+
+/// Where a run's CPU time went, in seconds.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    terraform_and_provider: f64,
+    provider: f64,
+    server: f64,
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// User + system CPU ticks of a process from /proc/<pid>/stat; with `children`, of its waited
+/// children instead.
+fn cpu_ticks(pid: &str, children: bool) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<u64> = rest.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    let (a, b) = if children { (13, 14) } else { (11, 12) };
+    fields.get(a).copied().unwrap_or(0) + fields.get(b).copied().unwrap_or(0)
 }
 
 /// The peak resident set (VmHWM) of processes whose command line contains `needle`, sampled
-/// until `stop` is set; processes are read just before they exit too (every 20 ms).
-fn sample_peak(needle: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<f64> {
+/// until `stop` is set; processes are read just before they exit too (every 20 ms). Also their
+/// CPU seconds as last seen.
+fn sample_peak(needle: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(f64, f64)> {
     std::thread::spawn(move || {
         let mut peak_kib = 0u64;
+        let mut cpu = std::collections::HashMap::<String, u64>::new();
         while !stop.load(Ordering::Relaxed) {
             for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
                 let dir = entry.path();
@@ -53,10 +79,13 @@ fn sample_peak(needle: &'static str, stop: Arc<AtomicBool>) -> std::thread::Join
                 let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
                 let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok());
                 peak_kib = peak_kib.max(hwm.unwrap_or(0));
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                let ticks = cpu_ticks(&pid, false);
+                cpu.insert(pid, ticks);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        peak_kib as f64 / 1024.0
+        (peak_kib as f64 / 1024.0, cpu.values().sum::<u64>() as f64 / TICKS)
     })
 }
 
@@ -89,28 +118,33 @@ fn configuration(which: Which, n: usize, homeserver: &str) -> String {
     }
 }
 
-/// Runs `args` while sampling the provider's peak memory; returns the output and the peak.
-fn measured(tf: &Terraform, which: Which, args: &[&str]) -> (matrixhost_tests::terraform::TfOutput, f64) {
+/// Runs `args` while sampling the provider's peak memory and everyone's CPU; returns the output,
+/// the peak and the CPU.
+fn measured(tf: &Terraform, which: Which, server_pid: &str, args: &[&str]) -> (matrixhost_tests::terraform::TfOutput, f64, Cpu) {
     let needle = match which {
         Which::Matrixhost => "terraform-provider-matrixhost",
         Which::Null => "terraform-provider-null",
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_peak(needle, stop.clone());
+    let (children, server) = (cpu_ticks("self", true), cpu_ticks(server_pid, false));
     let out = tf.run(args);
+    let (children, server) = (cpu_ticks("self", true) - children, cpu_ticks(server_pid, false) - server);
     stop.store(true, Ordering::Relaxed);
-    (out, sampler.join().unwrap())
+    let (peak, provider) = sampler.join().unwrap();
+    let cpu = Cpu { terraform_and_provider: children as f64 / TICKS, provider, server: server as f64 / TICKS };
+    (out, peak, cpu)
 }
 
 /// One create, one no-change plan and a destroy; returns (create s, plan s, create peak MiB,
-/// plan peak MiB).
-fn run_once(tf: &Terraform, which: Which) -> (f64, f64, f64, f64) {
-    let (create, create_peak) = measured(tf, which, &["apply", "-auto-approve", "-input=false", "-no-color"]);
+/// plan peak MiB, create CPU).
+fn run_once(tf: &Terraform, which: Which, server_pid: &str) -> (f64, f64, f64, f64, Cpu) {
+    let (create, create_peak, cpu) = measured(tf, which, server_pid, &["apply", "-auto-approve", "-input=false", "-no-color"]);
     assert!(create.success(), "the apply failed:\n{}", create.all());
-    let (plan, plan_peak) = measured(tf, which, &["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let (plan, plan_peak, _) = measured(tf, which, server_pid, &["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
     assert_eq!(plan.code, 0, "the plan after apply must be empty:\n{}", plan.all());
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    (create.elapsed.as_secs_f64(), plan.elapsed.as_secs_f64(), create_peak, plan_peak)
+    (create.elapsed.as_secs_f64(), plan.elapsed.as_secs_f64(), create_peak, plan_peak, cpu)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -159,6 +193,7 @@ fn main() {
     ours.ok(&["init", "-input=false", "-no-color"]);
     null.ok(&["init", "-input=false", "-no-color"]);
 
+    let server_pid = server.pid().expect("the server runs").to_string();
     let (mut m, mut g) = (Samples::default(), Samples::default());
     for run in 0..runs {
         let order = if run % 2 == 0 { [Which::Matrixhost, Which::Null] } else { [Which::Null, Which::Matrixhost] };
@@ -167,15 +202,19 @@ fn main() {
                 Which::Matrixhost => (&ours, &mut m),
                 Which::Null => (&null, &mut g),
             };
-            let (create, plan, create_peak, plan_peak) = run_once(tf, which);
+            let (create, plan, create_peak, plan_peak, cpu) = run_once(tf, which, &server_pid);
+            samples.create_cpu.push(cpu);
             samples.create_s.push(create);
             samples.plan_s.push(plan);
             samples.create_hwm_mib.push(create_peak);
             samples.plan_hwm_mib.push(plan_peak);
             eprintln!(
-                "run {}/{runs} {}: create {create:.2} s ({create_peak:.1} MiB), no-change plan {plan:.2} s ({plan_peak:.1} MiB)",
+                "run {}/{runs} {}: create {create:.2} s ({create_peak:.1} MiB; CPU: terraform+provider {:.2} s, provider {:.2} s, matrixhostd {:.2} s), no-change plan {plan:.2} s ({plan_peak:.1} MiB)",
                 run + 1,
-                if which == Which::Matrixhost { "matrixhost" } else { "null" }
+                if which == Which::Matrixhost { "matrixhost" } else { "null" },
+                cpu.terraform_and_provider,
+                cpu.provider,
+                cpu.server,
             );
         }
     }
@@ -187,4 +226,8 @@ fn main() {
     }
     println!("| provider peak RSS, create | {:.1} MiB | {:.1} MiB | |", median(&m.create_hwm_mib), median(&g.create_hwm_mib));
     println!("| provider peak RSS, plan | {:.1} MiB | {:.1} MiB | |", median(&m.plan_hwm_mib), median(&g.plan_hwm_mib));
+    let cpu = |s: &Samples, f: fn(&Cpu) -> f64| median(&s.create_cpu.iter().map(f).collect::<Vec<_>>());
+    println!("| create CPU, Terraform and provider | {:.2} s | {:.2} s | |", cpu(&m, |c| c.terraform_and_provider), cpu(&g, |c| c.terraform_and_provider));
+    println!("| create CPU, provider | {:.2} s | {:.2} s | |", cpu(&m, |c| c.provider), cpu(&g, |c| c.provider));
+    println!("| create CPU, matrixhostd | {:.2} s | {:.2} s | |", cpu(&m, |c| c.server), cpu(&g, |c| c.server));
 }
