@@ -8,20 +8,29 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::domain::access_log::{self, Entry};
-use crate::domain::{account_links, accounts, backups, homeservers, outbox, sessions};
+use crate::domain::{account_links, accounts, backups, homeservers, idempotency_keys, outbox, sessions};
 use crate::platform::Platform;
 
 /// How often the worker looks even when nothing wakes it.
 const INTERVAL: Duration = Duration::from_secs(10);
 
+/// A full round every `INTERVAL`; woken in between (mail was queued), only the mail goes out,
+/// so a burst of creates does not also bring a burst of pruning queries.
 pub async fn run(platform: Arc<Platform>) {
+    let mut next_round = tokio::time::Instant::now();
     loop {
-        if let Err(e) = round(&platform).await {
-            tracing::warn!(error = %e, "housekeeping round failed; retrying on the next one");
+        let outcome = if platform.take_full_housekeeping() || tokio::time::Instant::now() >= next_round {
+            next_round = tokio::time::Instant::now() + INTERVAL;
+            round(&platform).await
+        } else {
+            send_mail(&platform).await
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "housekeeping failed; retrying on the next round");
         }
         tokio::select! {
             _ = platform.housekeeping_woken() => {}
-            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = tokio::time::sleep_until(next_round) => {}
         }
     }
 }
@@ -33,6 +42,7 @@ async fn round(p: &Platform) -> anyhow::Result<()> {
     if pruned > 0 {
         tracing::info!(entries = pruned, "R17: deleted access-log entries older than 30 days");
     }
+    idempotency_keys::prune(&p.db, now).await?;
     sessions::rotate_keys(&p.db, &p.sealer, now).await?;
     sessions::prune(&p.db, now).await?;
     account_links::prune(&p.db, now).await?;

@@ -35,6 +35,8 @@ pub struct Platform {
     wake_runtime: Notify,
     wake_backups: Notify,
     wake_housekeeping: Notify,
+    /// Asks housekeeping for a full round now, not just the mail (the test clock moved).
+    full_housekeeping: std::sync::atomic::AtomicBool,
 }
 
 impl Platform {
@@ -71,6 +73,7 @@ impl Platform {
             wake_runtime: Notify::new(),
             wake_backups: Notify::new(),
             wake_housekeeping: Notify::new(),
+            full_housekeeping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -105,8 +108,19 @@ impl Platform {
         self.wake_housekeeping.notify_one();
     }
 
+    /// Time-driven work (retention, erasures, key rotation) looks at once.
+    pub fn time_moved(&self) {
+        self.full_housekeeping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake_housekeeping.notify_one();
+    }
+
     pub(crate) async fn housekeeping_woken(&self) {
         self.wake_housekeeping.notified().await
+    }
+
+    /// Whether a full round was asked for since the last call.
+    pub(crate) fn take_full_housekeeping(&self) -> bool {
+        self.full_housekeeping.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether homeservers are really run (false with `--no-runtime`).

@@ -412,6 +412,23 @@ async fn idempotency_keys_are_per_organization(backend: Backend) {
 }
 both_backends!(idempotency_keys_are_per_organization);
 
+/// A key is remembered for 24 hours: before that it replays, after it a new create happens
+/// (the expired key is forgotten by the create itself, without a scan of every key).
+async fn idempotency_keys_expire_after_a_day(backend: Backend) {
+    let server = builder(backend).arg("--test-clock").start().await;
+    let c = server.client().idempotency_key("daily-key");
+    let first = expect_status(&c.post(BP, &json!({ "plan": "silver" })).await, 201);
+    expect_status(&server.client().post("/v1/_test/clock", &json!({ "advance_seconds": 23 * 3600 })).await, 200);
+    let replay = expect_status(&c.post(BP, &json!({ "plan": "silver" })).await, 201);
+    assert_eq!(id(&replay), id(&first), "within 24 hours the key replays");
+    expect_status(&server.client().post("/v1/_test/clock", &json!({ "advance_seconds": 2 * 3600 })).await, 200);
+    let fresh = expect_status(&c.post(BP, &json!({ "plan": "gold" })).await, 201);
+    assert_ne!(id(&fresh), id(&first), "after 24 hours the key is a new one");
+    assert_eq!(fresh["plan"], "gold");
+    assert_eq!(list_all(&server.client(), BP).await.len(), 2);
+}
+both_backends!(idempotency_keys_expire_after_a_day);
+
 async fn idempotent_concurrent_retries_create_one_resource(backend: Backend) {
     let server = start(backend).await;
     let c = server.client().idempotency_key("concurrent-bp");

@@ -12,6 +12,7 @@ pub mod backups;
 pub mod billing_plans;
 pub mod events;
 pub mod homeservers;
+pub mod idempotency_keys;
 pub mod orgs;
 pub mod outbox;
 pub mod passwords;

@@ -3,17 +3,14 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Duration;
 use matrixhost_api::ErrorCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::{AppError, AppResult};
 use super::{App, Caller, IdempotencyKey, Versioned};
-use crate::db::{is_unique_violation, ts, RowExt, Tx};
-
-/// How long a key is remembered.
-const KEY_LIFETIME_HOURS: i64 = 24;
+use crate::db::{ts, RowExt, Tx};
+use crate::domain::idempotency_keys;
 
 /// A create's transaction, or the stored response of an earlier create with the same key.
 pub enum Begun<'a> {
@@ -35,28 +32,39 @@ pub async fn begin<'a>(app: &'a App, caller: &Caller, key: &IdempotencyKey, fing
     let now = app.platform.clock.now();
     for _ in 0..3 {
         let mut tx = app.platform.db.begin().await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(ts(now - Duration::hours(KEY_LIFETIME_HOURS)))
+        // The usual case is a new key: one statement claims it. A concurrent request with the
+        // same key makes this wait (PostgreSQL) until that one commits or rolls back.
+        if claim(&mut tx, caller, key, fingerprint, now).await? {
+            return Ok(Begun::Fresh(tx));
+        }
+        // Taken. An expired key (housekeeping deletes the rest) is forgotten and claimed anew:
+        // a lookup by the key, never a scan of the table inside a create.
+        let expired = sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND idem_key = $2 AND created_at < $3")
+            .bind(&caller.org_id)
+            .bind(key)
+            .bind(idempotency_keys::cutoff(now))
             .execute(&mut *tx)
             .await?;
+        if expired.rows_affected() > 0 && claim(&mut tx, caller, key, fingerprint, now).await? {
+            return Ok(Begun::Fresh(tx));
+        }
         if let Some(replay) = stored(&mut tx, caller, key, fingerprint).await? {
             return Ok(Begun::Replay(replay));
         }
-        let claimed = sqlx::query("INSERT INTO idempotency_keys (org_id, idem_key, fingerprint, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&caller.org_id)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(ts(now))
-            .execute(&mut *tx)
-            .await;
-        match claimed {
-            Ok(_) => return Ok(Begun::Fresh(tx)),
-            // Another request with this key committed first; read its response.
-            Err(e) if is_unique_violation(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
     }
     Err(AppError::conflict(ErrorCode::IdempotencyKeyBusy, "another request with this Idempotency-Key is in progress; retry"))
+}
+
+/// Claims the key for this request; false when it is already taken.
+async fn claim(tx: &mut Tx<'_>, caller: &Caller, key: &str, fingerprint: &str, now: chrono::DateTime<chrono::Utc>) -> AppResult<bool> {
+    let claimed = sqlx::query("INSERT INTO idempotency_keys (org_id, idem_key, fingerprint, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+        .bind(&caller.org_id)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(ts(now))
+        .execute(&mut **tx)
+        .await?;
+    Ok(claimed.rows_affected() == 1)
 }
 
 async fn stored(tx: &mut Tx<'_>, caller: &Caller, key: &str, fingerprint: &str) -> AppResult<Option<Response>> {

@@ -71,8 +71,7 @@ async fn advance_clock(State(app): State<Arc<App>>, _: Caller, ApiJson(body): Ap
     }
     let now = clock.advance(body.advance_seconds).map_err(|e| AppError::field("advance_seconds", e))?;
     tracing::warn!(now = %now, "test clock moved forward");
-    // Time-driven work (R17 retention, erasures, key rotation) looks at once.
-    app.platform.mail_queued();
+    app.platform.time_moved();
     Ok(Json(serde_json::json!({ "now": crate::db::ts(now) })))
 }
 
