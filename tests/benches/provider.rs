@@ -55,11 +55,13 @@ const TICKS: f64 = 100.0;
 /// children instead.
 fn cpu_ticks(pid: &str, children: bool) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start at the state, field 3.
+    // After the command (which may hold spaces) come the fields from 3 (state) on; utime and
+    // stime are fields 14 and 15, cutime and cstime 16 and 17 (proc(5)).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<u64> = rest.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
-    let (a, b) = if children { (13, 14) } else { (11, 12) };
-    fields.get(a).copied().unwrap_or(0) + fields.get(b).copied().unwrap_or(0)
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    let (a, b) = if children { (16, 17) } else { (14, 15) };
+    field(a) + field(b)
 }
 
 /// The peak resident set (VmHWM) of processes whose command line contains `needle`, sampled

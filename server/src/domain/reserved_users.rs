@@ -123,9 +123,12 @@ pub async fn create(
     let id = crate::ids::new_id("ru");
     // Kept only until the runtime creates the account, sealed to this record.
     let sealed_password = body.initial_password.as_ref().map(|p| sealer.seal(p.expose().as_bytes(), &id)).transpose().map_err(DomainError::internal)?;
+    // Without an initial password the person chooses their own through an invitation, so no
+    // password passes through Terraform or its state. The link goes in with the row.
+    let invitation = (body.localpart.is_some() && body.initial_password.is_none()).then(|| Invitation::new(now));
     let inserted = sqlx::query(
-        "INSERT INTO reserved_users (id, org_id, homeserver_id, email, localpart, display_name, admin, initial_password_sealed, created_at, updated_at, version, applied_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "INSERT INTO reserved_users (id, org_id, homeserver_id, email, localpart, display_name, admin, initial_password_sealed, created_at, updated_at, version, applied_version, invite_token_hash, invite_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&id)
     .bind(org_id)
@@ -139,6 +142,8 @@ pub async fn create(
     .bind(ts(now))
     .bind(1_i64)
     .bind(applied_at_write(hosted, 1))
+    .bind(invitation.as_ref().map(|i| super::orgs::hash_token(&i.token)))
+    .bind(invitation.as_ref().map(|i| ts(i.expires)))
     .execute(&mut **tx)
     .await;
     match inserted {
@@ -164,10 +169,8 @@ pub async fn create(
         apply_status,
         apply_error,
     };
-    // Without an initial password the person chooses their own through an invitation, so no
-    // password passes through Terraform or its state.
-    if let (Some(user_id), None) = (&user.user_id, &body.initial_password) {
-        invite(tx, mailer, &user.id, user.email.as_str(), user_id, hs.server_name.as_str(), now).await?;
+    if let (Some(user_id), Some(invitation)) = (&user.user_id, &invitation) {
+        invitation.mail(tx, mailer, user.email.as_str(), user_id, hs.server_name.as_str(), now).await?;
     }
     tracing::info!(homeserver_id = %hs.id, reserved_user_id = %user.id, "created reserved user");
     Ok(user)
@@ -176,19 +179,36 @@ pub async fn create(
 /// How long an invitation link works.
 pub const INVITATION_LIFETIME: chrono::Duration = chrono::Duration::hours(72);
 
-/// Makes a new invitation link for the reserved user (an older one stops working) and mails it.
+/// A new invitation link: the token the mail carries (only its hash is stored) and its expiry.
+struct Invitation {
+    token: String,
+    expires: DateTime<Utc>,
+}
+
+impl Invitation {
+    fn new(now: DateTime<Utc>) -> Invitation {
+        Invitation { token: super::orgs::generate_secret(), expires: now + INVITATION_LIFETIME }
+    }
+
+    /// Queues the invitation mail with the link.
+    async fn mail(&self, tx: &mut Tx<'_>, mailer: &Mailer<'_>, email: &str, user_id: &str, server_name: &str, now: DateTime<Utc>) -> DomainResult<()> {
+        let link = format!("{}/console/invite?token={}", mailer.console_url.trim_end_matches('/'), self.token);
+        let mail = crate::mail::messages::reserved_user_invitation(email, user_id, server_name, &link, self.expires);
+        super::outbox::enqueue(tx, mailer.sealer, None, &mail, now).await
+    }
+}
+
+/// Makes a new invitation link for an existing reserved user (an older one stops working) and
+/// mails it.
 async fn invite(tx: &mut Tx<'_>, mailer: &Mailer<'_>, id: &str, email: &str, user_id: &str, server_name: &str, now: DateTime<Utc>) -> DomainResult<()> {
-    let token = super::orgs::generate_secret();
-    let expires = now + INVITATION_LIFETIME;
+    let invitation = Invitation::new(now);
     sqlx::query("UPDATE reserved_users SET invite_token_hash = $1, invite_expires_at = $2 WHERE id = $3")
-        .bind(super::orgs::hash_token(&token))
-        .bind(ts(expires))
+        .bind(super::orgs::hash_token(&invitation.token))
+        .bind(ts(invitation.expires))
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    let link = format!("{}/console/invite?token={token}", mailer.console_url.trim_end_matches('/'));
-    let mail = crate::mail::messages::reserved_user_invitation(email, user_id, server_name, &link, expires);
-    super::outbox::enqueue(tx, mailer.sealer, None, &mail, now).await
+    invitation.mail(tx, mailer, email, user_id, server_name, now).await
 }
 
 /// An invitation being accepted: the account to set the password on.
@@ -285,27 +305,25 @@ pub async fn renew_invitation(tx: &mut Tx<'_>, mailer: &Mailer<'_>, token: &str,
     Ok(true)
 }
 
-/// One reservation per email and per localpart on a homeserver.
+/// One reservation per email and per localpart on a homeserver (one query for both).
 async fn check_unique(tx: &mut Tx<'_>, hs: &Homeserver, body: &ReservedUserCreate) -> DomainResult<()> {
-    let by_email: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND email = $2")
+    let taken = sqlx::query("SELECT id, email FROM reserved_users WHERE homeserver_id = $1 AND (email = $2 OR localpart = $3) LIMIT 2")
         .bind(&hs.id)
         .bind(body.email.as_str())
-        .fetch_optional(&mut **tx)
+        .bind(body.localpart.as_ref().map(|l| l.to_string()))
+        .fetch_all(&mut **tx)
         .await?;
-    if let Some(id) = by_email {
-        return Err(DomainError::conflict_on(ErrorCode::Conflict, "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)));
-    }
-    if let Some(localpart) = &body.localpart {
-        let by_localpart: Option<String> = sqlx::query_scalar("SELECT id FROM reserved_users WHERE homeserver_id = $1 AND localpart = $2")
-            .bind(&hs.id)
-            .bind(localpart.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(id) = by_localpart {
-            return Err(DomainError::conflict_on(ErrorCode::Conflict, "localpart", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name)));
+    let mut taken = taken.iter().map(|r| Ok::<_, DomainError>((r.text("id")?, r.text("email")?))).collect::<Result<Vec<_>, _>>()?;
+    // The email's reservation is the one to name when both are taken.
+    taken.sort_by_key(|(_, email)| email != body.email.as_str());
+    match (taken.first(), &body.localpart) {
+        (None, _) => Ok(()),
+        (Some((id, email)), _) if email == body.email.as_str() => {
+            Err(DomainError::conflict_on(ErrorCode::Conflict, "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)))
         }
+        (Some((id, _)), Some(localpart)) => Err(DomainError::conflict_on(ErrorCode::Conflict, "localpart", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name))),
+        (Some(_), None) => Ok(()),
     }
-    Ok(())
 }
 
 pub async fn update(
