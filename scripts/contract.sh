@@ -27,8 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Stripe's webhook endpoint is on, with a throwaway signing secret, so its refusals are tested too.
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' | sed 's/^/whsec_/' >"$STATE/stripe-webhook-secret"
 "$SERVER_BIN" serve --dev --no-runtime --state-dir "$STATE" --listen 127.0.0.1:0 \
-    --rate-limit-per-second 100000 --rate-limit-burst 100000 >"$STATE/matrixhostd.log" 2>&1 &
+    --rate-limit-per-second 100000 --rate-limit-burst 100000 \
+    --stripe-webhook-secret-file "$STATE/stripe-webhook-secret" >"$STATE/matrixhostd.log" 2>&1 &
 PID=$!
 # The address it picked is in its log (it runs as the service user, which may not write into a
 # root-made state dir's top level).

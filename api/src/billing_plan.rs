@@ -79,3 +79,26 @@ pub struct BillingPlan {
     #[serde(default)]
     pub apply_error: Option<String>,
 }
+
+/// What `POST /v1/stripe/webhook` did with a Stripe event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StripeEventOutcome {
+    /// It changed a billing plan's payment state (R12).
+    Applied,
+    /// This event was delivered before; nothing happened twice.
+    Duplicate,
+    /// Older than the payment event already applied to its billing plan.
+    Stale,
+    /// About a subscription that is no billing plan here.
+    UnknownSubscription,
+    /// A type matrixhost does not act on; recorded all the same.
+    Ignored,
+}
+
+/// The answer to Stripe for a verified event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StripeEventReceipt {
+    pub event_id: String,
+    pub outcome: StripeEventOutcome,
+}

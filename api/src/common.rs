@@ -16,6 +16,8 @@ pub enum ErrorCode {
     InvalidHeader,
     InvalidQuery,
     // 401, 403.
+    /// A webhook whose `Stripe-Signature` does not verify.
+    InvalidSignature,
     Unauthorized,
     EmailNotVerified,
     // 404, 405.
@@ -60,6 +62,7 @@ impl ErrorCode {
             Self::UnknownField => "unknown_field",
             Self::InvalidHeader => "invalid_header",
             Self::InvalidQuery => "invalid_query",
+            Self::InvalidSignature => "invalid_signature",
             Self::Unauthorized => "unauthorized",
             Self::EmailNotVerified => "email_not_verified",
             Self::NotFound => "not_found",

@@ -30,6 +30,8 @@ struct Endpoint {
     query: &'static [Query],
     /// Whether the endpoint needs a bearer token.
     auth: bool,
+    /// A required request header: name and description.
+    header: Option<(&'static str, &'static str)>,
 }
 
 struct Builder {
@@ -61,6 +63,7 @@ fn endpoint(op: Op, summary: &'static str) -> Endpoint {
         if_match: false,
         query: &[],
         auth: true,
+        header: None,
     }
 }
 
@@ -95,6 +98,10 @@ impl Endpoint {
     }
     fn public(mut self) -> Self {
         self.auth = false;
+        self
+    }
+    fn header(mut self, name: &'static str, description: &'static str) -> Self {
+        self.header = Some((name, description));
         self
     }
 }
@@ -207,6 +214,15 @@ pub fn document() -> Value {
         .create());
     b.add(endpoint(Op::GetRestore, "Read a restore and its status").returns(200, restore));
 
+    let receipt = b.schema::<StripeEventReceipt>();
+    b.add(
+        endpoint(Op::ReceiveStripeEvent, "Stripe's webhook: a signed event (R12: `invoice.payment_failed` blocks the billing plan's homeserver, `invoice.paid` lifts the block); each event id is handled once")
+            .body(json!({"type": "object", "description": "A Stripe event, as Stripe sends it"}))
+            .returns(200, receipt)
+            .header("Stripe-Signature", "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">` under the endpoint's signing secret; at most 5 minutes old")
+            .public(),
+    );
+
     let error = b.schema::<ApiError>();
     let Builder { mut generator, endpoints } = b;
     let mut schemas = generator.take_definitions(true);
@@ -275,6 +291,9 @@ fn operation(e: &Endpoint, error: &Value) -> Value {
     }
     if e.idempotent {
         params.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "description": "A retried create with the same key returns the first result and creates nothing new.", "schema": {"type": "string", "pattern": request::IDEMPOTENCY_KEY_PATTERN}}));
+    }
+    if let Some((name, description)) = e.header {
+        params.push(json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}}));
     }
     if e.if_match {
         params.push(json!({"name": "If-Match", "in": "header", "required": false, "description": "The resource `version` (or ETag) the change is based on; a stale one gets 409.", "schema": {"type": "string", "pattern": request::IF_MATCH_PATTERN}}));
@@ -356,6 +375,13 @@ const BODY_LINKS: &[(&str, &str, &str)] = &[("create_billing_plan", "create_home
 
 fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     let mut out = vec![(500, "Internal error")];
+    if e.operation_id == "receive_stripe_event" {
+        out.extend([
+            (401, "`invalid_signature`: the Stripe-Signature header is missing, does not match, or is more than 5 minutes old"),
+            (400, "`invalid_body`: signed, but the body is not a Stripe event"),
+            (404, "This server takes no Stripe webhooks (no signing secret configured); a request without Stripe-Signature is a 401 all the same"),
+        ]);
+    }
     if !e.auth {
         return out;
     }

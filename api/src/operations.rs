@@ -99,6 +99,8 @@ operations! {
     ListRestores = Get "/v1/homeservers/{homeserver_id}/restores" "list_restores";
     CreateRestore = Post "/v1/homeservers/{homeserver_id}/restores" "create_restore";
     GetRestore = Get "/v1/homeservers/{homeserver_id}/restores/{restore_id}" "get_restore";
+
+    ReceiveStripeEvent = Post "/v1/stripe/webhook" "receive_stripe_event";
 }
 
 #[cfg(test)]

@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// Secure). Default: http:// and the listen address.
     #[arg(long, env = "MATRIXHOSTD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// A file holding the signing secret (`whsec_...`) of Stripe's webhook endpoint for
+    /// `POST /v1/stripe/webhook`. Without one, the endpoint answers 404. A file, so that the
+    /// secret never shows in the process list.
+    #[arg(long, env = "MATRIXHOSTD_STRIPE_WEBHOOK_SECRET_FILE")]
+    pub stripe_webhook_secret_file: Option<PathBuf>,
 }
 
 /// The config file's shape.
@@ -117,6 +122,7 @@ struct FileConfig {
     smtp_url: Option<String>,
     mail_from: Option<String>,
     public_url: Option<String>,
+    stripe_webhook_secret_file: Option<PathBuf>,
 }
 
 /// Everything resolved.
@@ -143,6 +149,8 @@ pub struct Settings {
     pub mail_from: String,
     /// The console's public base URL; `None`: http:// and the bound address.
     pub public_url: Option<String>,
+    /// The signing secret of Stripe's webhook endpoint, when webhooks are taken.
+    pub stripe_webhook_secret: Option<crate::stripe::SigningSecret>,
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -200,6 +208,7 @@ impl Settings {
             platform_domain,
             smtp_url: args.smtp_url.clone().or(file.smtp_url),
             public_url,
+            stripe_webhook_secret: read_webhook_secret(args.stripe_webhook_secret_file.clone().or(file.stripe_webhook_secret_file))?,
             rate_limit_per_second,
             rate_limit_burst: args.rate_limit_burst.or(file.rate_limit_burst).unwrap_or(100).max(1),
             test_clock,
@@ -207,6 +216,13 @@ impl Settings {
             catalog,
         })
     }
+}
+
+/// Reads Stripe's webhook signing secret from its file.
+fn read_webhook_secret(path: Option<PathBuf>) -> anyhow::Result<Option<crate::stripe::SigningSecret>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the Stripe webhook secret file {}", path.display()))?;
+    crate::stripe::SigningSecret::from_text(&text).map(Some).with_context(|| format!("in {}", path.display()))
 }
 
 #[cfg(test)]

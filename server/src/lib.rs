@@ -26,6 +26,7 @@ pub mod operator;
 pub mod platform;
 pub mod runtime;
 pub mod state;
+pub mod stripe;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

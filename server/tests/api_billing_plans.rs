@@ -483,3 +483,71 @@ async fn concurrent_writers_with_the_same_version_one_wins(backend: Backend) {
     assert_eq!(got, winners[0], "the stored state is the winner's");
 }
 both_backends!(concurrent_writers_with_the_same_version_one_wins);
+
+// ------------------------------------------------------------------ Stripe webhooks -----
+
+const WEBHOOK: &str = "/v1/stripe/webhook";
+const WEBHOOK_SECRET: &str = "whsec_matrixhost_test";
+
+/// Stripe's documented scheme, computed here independently of the server's code.
+fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_webhook(server: &TestServer, signature: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(server.url(WEBHOOK)).header("content-type", "application/json").body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("stripe-signature", signature);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Signed events are taken once, and nothing unsigned, forged or stale is (R12's input).
+async fn stripe_webhooks_take_only_signed_fresh_events_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("whsec");
+    std::fs::write(&secret_file, format!("{WEBHOOK_SECRET}\n")).unwrap();
+    let server = builder(backend).args(["--stripe-webhook-secret-file", secret_file.to_str().unwrap()]).start().await;
+    let now = chrono::Utc::now().timestamp();
+    let body = format!(r#"{{"id":"evt_test_1","type":"invoice.payment_failed","created":{now},"data":{{"object":{{"id":"in_1","subscription":"sub_nobody"}}}}}}"#);
+
+    let (status, receipt) = post_webhook(&server, Some(&stripe_signature(WEBHOOK_SECRET, now, &body)), &body).await;
+    assert_eq!((status, receipt["outcome"].as_str()), (200, Some("unknown_subscription")), "{receipt}");
+    // Stripe delivers at least once: the same event again is a duplicate, still a 200.
+    let (status, receipt) = post_webhook(&server, Some(&stripe_signature(WEBHOOK_SECRET, now, &body)), &body).await;
+    assert_eq!((status, receipt["outcome"].as_str()), (200, Some("duplicate")), "{receipt}");
+
+    let refused = [
+        ("unsigned", None),
+        ("forged", Some(stripe_signature("whsec_attacker", now, &body))),
+        ("replayed after 10 minutes", Some(stripe_signature(WEBHOOK_SECRET, now - 600, &body))),
+        ("malformed", Some("v1=abc".to_owned())),
+    ];
+    for (what, signature) in refused {
+        let (status, error) = post_webhook(&server, signature.as_deref(), &body).await;
+        assert_eq!(status, 401, "{what}: {error}");
+        assert_eq!(error["code"], "invalid_signature", "{what}: {error}");
+        assert_eq!(error["field"], "Stripe-Signature", "{what}: {error}");
+        assert!(!error.to_string().contains(WEBHOOK_SECRET), "{what}: {error}");
+    }
+    // A signed body that is no event.
+    let (status, error) = post_webhook(&server, Some(&stripe_signature(WEBHOOK_SECRET, now, "[]")), "[]").await;
+    assert_eq!((status, error["code"].as_str()), (400, Some("invalid_body")), "{error}");
+    assert!(!server.log().contains(WEBHOOK_SECRET), "the signing secret reached the log");
+}
+both_backends!(stripe_webhooks_take_only_signed_fresh_events_once);
+
+/// Without a signing secret the server takes no webhooks at all.
+async fn stripe_webhooks_are_off_without_a_secret(backend: Backend) {
+    let server = start(backend).await;
+    let now = chrono::Utc::now().timestamp();
+    let body = format!(r#"{{"id":"evt_test_2","type":"invoice.paid","created":{now},"data":{{"object":{{}}}}}}"#);
+    let (status, error) = post_webhook(&server, Some(&stripe_signature(WEBHOOK_SECRET, now, &body)), &body).await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")), "{error}");
+}
+both_backends!(stripe_webhooks_are_off_without_a_secret);

@@ -348,11 +348,26 @@ pub async fn delete(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: O
     Ok(())
 }
 
-/// R12 (operator, and the payment processor later): a failed payment blocks the subscription's
-/// homeserver until it is settled.
+/// R12 (operator, test builds only): a failed payment blocks the subscription's homeserver
+/// until it is settled.
 pub async fn set_payment_failed(db: &Db, id: &str, failed: bool) -> DomainResult<()> {
+    let mut tx = db.begin().await?;
+    record_payment(&mut tx, id, failed, None).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// R12: records a payment's outcome: `past_due` after a failed one (the reconciler blocks the
+/// homeserver), `active` after a paid one. `event_at`: when the payment processor's event was
+/// created, so an older event arriving later can be told apart.
+pub async fn record_payment(tx: &mut Tx<'_>, id: &str, failed: bool, event_at: Option<DateTime<Utc>>) -> DomainResult<()> {
     let status = if failed { "past_due" } else { "active" };
-    let done = sqlx::query("UPDATE billing_plans SET status = $1, version = version + 1 WHERE id = $2").bind(status).bind(id).execute(db).await?;
+    let done = sqlx::query("UPDATE billing_plans SET status = $1, payment_event_at = COALESCE($2, payment_event_at), version = version + 1 WHERE id = $3")
+        .bind(status)
+        .bind(event_at.map(ts))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(DomainError::NotFound("billing plan"));
     }

@@ -19,6 +19,7 @@ pub mod passwords;
 pub mod reserved_users;
 pub mod runtime;
 pub mod sessions;
+pub mod stripe_events;
 
 use matrixhost_api::{ErrorCode, RuleError};
 

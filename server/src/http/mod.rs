@@ -13,6 +13,7 @@ mod idempotency;
 mod platform;
 mod ratelimit;
 mod reserved_users;
+mod stripe_webhook;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
@@ -186,6 +187,7 @@ fn handler(op: Op) -> MethodRouter<Arc<App>> {
         Op::ListRestores => on(op, backups::list_restores),
         Op::CreateRestore => on(op, backups::create_restore),
         Op::GetRestore => on(op, backups::read_restore),
+        Op::ReceiveStripeEvent => on(op, stripe_webhook::receive),
     }
 }
 

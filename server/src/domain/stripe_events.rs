@@ -1,0 +1,139 @@
+//! Stripe's webhook events: each one recorded and handled once, and what a payment event means
+//! for the billing plan that is the event's subscription (R12: a failed payment blocks the
+//! homeserver, a paid invoice lifts the block).
+
+use chrono::{DateTime, Utc};
+
+use super::{billing_plans, DomainResult};
+use crate::db::{ts, Db, RowExt, Tx};
+use crate::stripe::Event;
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It changed a billing plan's payment state.
+    Applied,
+    /// Delivered before: nothing happens twice.
+    Duplicate,
+    /// Older than the payment event already applied to its billing plan (events can arrive out
+    /// of order).
+    Stale,
+    /// About a subscription that is no billing plan here.
+    UnknownSubscription,
+    /// A type matrixhost does not act on; recorded all the same.
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Stale => "stale",
+            Outcome::UnknownSubscription => "unknown_subscription",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// Records `event` and acts on it, in one transaction, once per event id.
+pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<Outcome> {
+    let mut tx = db.begin().await?;
+    let claimed = sqlx::query(
+        "INSERT INTO stripe_events (id, type, created_at, received_at, object_id, outcome) VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT DO NOTHING",
+    )
+    .bind(&event.id)
+    .bind(&event.kind)
+    .bind(ts(event.created_at()))
+    .bind(ts(now))
+    .bind(&event.data.object.id)
+    .execute(&mut *tx)
+    .await?;
+    if claimed.rows_affected() == 0 {
+        return Ok(Outcome::Duplicate);
+    }
+    let outcome = match event.kind.as_str() {
+        // R12
+        "invoice.payment_failed" => payment(&mut tx, event, true).await?,
+        "invoice.paid" => payment(&mut tx, event, false).await?,
+        _ => Outcome::Ignored,
+    };
+    sqlx::query("UPDATE stripe_events SET outcome = $1 WHERE id = $2").bind(outcome.as_str()).bind(&event.id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn payment(tx: &mut Tx<'_>, event: &Event, failed: bool) -> DomainResult<Outcome> {
+    let Some(subscription) = &event.data.object.subscription else { return Ok(Outcome::Ignored) };
+    let row = sqlx::query("SELECT id, payment_event_at FROM billing_plans WHERE stripe_subscription_id = $1")
+        .bind(subscription)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(Outcome::UnknownSubscription) };
+    let at = event.created_at();
+    if let Some(last) = row.opt_text("payment_event_at")? {
+        if ts(at) < last {
+            return Ok(Outcome::Stale);
+        }
+    }
+    billing_plans::record_payment(tx, &row.text("id")?, failed, Some(at)).await?;
+    Ok(Outcome::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db_with_plan() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        let t = "2026-12-01T00:00:00Z";
+        sqlx::query("INSERT INTO organizations (id, name, email, email_verified, created_at) VALUES ('org_1', 'acme', 'it@acme.example', 1, $1)").bind(t).execute(&db).await.unwrap();
+        sqlx::query(
+            "INSERT INTO billing_plans (id, org_id, plan, active_plan, billing_period, additional_users, status, anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version, stripe_subscription_id) \
+             VALUES ('bp_1', 'org_1', 'silver', 'silver', 'monthly', 0, 'active', $1, $1, '2027-01-01T00:00:00Z', $1, $1, 1, 'sub_1')",
+        )
+        .bind(t)
+        .execute(&db)
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
+    fn event(id: &str, kind: &str, created: i64, subscription: &str) -> Event {
+        Event::parse(format!(r#"{{"id":"{id}","type":"{kind}","created":{created},"data":{{"object":{{"id":"in_{id}","subscription":"{subscription}"}}}}}}"#).as_bytes()).unwrap()
+    }
+
+    async fn status(db: &Db) -> String {
+        sqlx::query_scalar("SELECT status FROM billing_plans WHERE id = 'bp_1'").fetch_one(db).await.unwrap()
+    }
+
+    /// R12 through Stripe's events: failed blocks (past_due), paid lifts it; a redelivered event
+    /// does nothing twice; an older event that arrives late changes nothing.
+    #[tokio::test]
+    async fn r12_payment_events_apply_once_and_in_order() {
+        let (_dir, db) = db_with_plan().await;
+        let now = Utc::now();
+        let t0 = 1_764_633_600;
+        assert_eq!(handle(&db, &event("evt_1", "invoice.payment_failed", t0, "sub_1"), now).await.unwrap(), Outcome::Applied);
+        assert_eq!(status(&db).await, "past_due");
+        assert_eq!(handle(&db, &event("evt_2", "invoice.paid", t0 + 60, "sub_1"), now).await.unwrap(), Outcome::Applied);
+        assert_eq!(status(&db).await, "active");
+        // Stripe retries a delivery it did not see answered: the same id is a duplicate.
+        assert_eq!(handle(&db, &event("evt_1", "invoice.payment_failed", t0, "sub_1"), now).await.unwrap(), Outcome::Duplicate);
+        assert_eq!(status(&db).await, "active");
+        // A failure from before the payment, delivered late (another id), is stale.
+        assert_eq!(handle(&db, &event("evt_0", "invoice.payment_failed", t0 - 60, "sub_1"), now).await.unwrap(), Outcome::Stale);
+        assert_eq!(status(&db).await, "active");
+        assert_eq!(handle(&db, &event("evt_3", "invoice.paid", t0 + 120, "sub_other"), now).await.unwrap(), Outcome::UnknownSubscription);
+        assert_eq!(handle(&db, &event("evt_4", "customer.updated", t0 + 120, "sub_1"), now).await.unwrap(), Outcome::Ignored);
+        // Every event is recorded with its outcome, and nothing of its payload beyond the ids.
+        let recorded: Vec<(String, String)> = sqlx::query_as("SELECT id, outcome FROM stripe_events ORDER BY id").fetch_all(&db).await.unwrap();
+        assert_eq!(
+            recorded,
+            [("evt_0", "stale"), ("evt_1", "applied"), ("evt_2", "applied"), ("evt_3", "unknown_subscription"), ("evt_4", "ignored")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .to_vec()
+        );
+    }
+}
