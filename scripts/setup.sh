@@ -28,6 +28,7 @@ NULL_PROVIDER_DIR="$NULL_PROVIDER_MIRROR/registry.terraform.io/hashicorp/null/$N
 AIOSMTPD_PIN="aiosmtpd==1.4.6"
 # The API contract test (scripts/contract.sh).
 SCHEMATHESIS_PIN="schemathesis==4.32.5"
+LOCALSTRIPE_PIN="localstripe==1.15.10"
 PLAYWRIGHT_PIN="playwright-core@1.64.1"
 
 # Terraform otherwise phones home for upgrade notices; the network here only
@@ -319,6 +320,13 @@ chmod +x "$BIN/mail-python"
 CONTRACT_VENV="$TOOLS/contract-venv"
 schemathesis_ok() { "$CONTRACT_VENV/bin/schemathesis" --version >/dev/null 2>&1; }
 install_venv_tool schemathesis "$CONTRACT_VENV" "$SCHEMATHESIS_PIN" schemathesis_ok
+
+# ------------------------------------------------------------- Stripe -----
+# localstripe: a stateful Stripe API emulator that signs its webhooks as Stripe does.
+STRIPE_VENV="$TOOLS/stripe-venv"
+localstripe_ok() { [[ -x "$STRIPE_VENV/bin/localstripe" ]] && "$STRIPE_VENV/bin/python" -c 'import localstripe' 2>/dev/null; }
+install_venv_tool localstripe "$STRIPE_VENV" "$LOCALSTRIPE_PIN" localstripe_ok
+ln -sfn ../stripe-venv/bin/localstripe "$BIN/localstripe"
 
 # ------------------------------------------------------------ browser -----
 # Debian's Chromium, driven by playwright-core from npm (installed under .tools/browser).

@@ -1073,4 +1073,5 @@ pub mod console;
 pub mod mail;
 pub mod modules;
 pub mod runtime;
+pub mod stripe;
 pub mod terraform;
