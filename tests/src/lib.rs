@@ -201,6 +201,20 @@ fn drop_postgres_database(url: &str) {
 
 // ----------------------------------------------------------------- binaries ---------------
 
+/// A free loopback port for a helper server the tests start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Waits until something listens on loopback `port` (a helper server starting), at most `limit`.
+pub async fn wait_for_port(port: u16, what: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on port {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The workspace root (the parent of this crate).
 /// The project's tools (`scripts/setup.sh`): `$MATRIXHOST_TOOLS_DIR` or `<workspace>/.tools`.
 pub fn tools_dir() -> PathBuf {

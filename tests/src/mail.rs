@@ -14,14 +14,10 @@ pub struct SmtpServer {
     dir: TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 impl SmtpServer {
     /// Starts on a free port.
     pub async fn start() -> SmtpServer {
-        Self::start_on(free_port()).await
+        Self::start_on(crate::free_port()).await
     }
 
     /// Starts on `port` (a relay that comes back on the address the platform knows).
@@ -37,11 +33,7 @@ impl SmtpServer {
             .spawn()
             .expect("starting aiosmtpd");
         let server = SmtpServer { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not listen on port {port}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait_for_port(port, "aiosmtpd", Duration::from_secs(20)).await;
         server
     }
 

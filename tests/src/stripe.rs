@@ -3,7 +3,7 @@
 //! test starts its own on a loopback port.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ impl LocalStripe {
     pub async fn start() -> LocalStripe {
         let bin = crate::tools_dir().join("bin/localstripe");
         assert!(bin.exists(), "{} is missing; run scripts/setup.sh", bin.display());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = crate::free_port();
         // --from-scratch: never the state another run saved.
         let child = Command::new(&bin)
             .args(["--port", &port.to_string(), "--from-scratch"])
@@ -30,11 +30,7 @@ impl LocalStripe {
             .spawn()
             .expect("starting localstripe");
         let stripe = LocalStripe { child, port, http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "localstripe did not listen on port {port}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait_for_port(port, "localstripe", Duration::from_secs(30)).await;
         stripe
     }
 
