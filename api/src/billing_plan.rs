@@ -96,6 +96,18 @@ pub enum StripeEventOutcome {
     Ignored,
 }
 
+impl StripeEventOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+            Self::UnknownSubscription => "unknown_subscription",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
 /// The answer to Stripe for a verified event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StripeEventReceipt {

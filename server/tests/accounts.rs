@@ -500,7 +500,7 @@ both_backends!(r18_export_correct_and_erase_the_account);
 
 /// Mail queued while the relay is down goes out once it is back; nothing is lost.
 async fn mail_waits_in_the_outbox_while_the_relay_is_down(backend: Backend) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let server = builder(backend).args(["--test-clock", "--smtp-url", &format!("smtp://127.0.0.1:{port}")]).start().await;
     let b = Browser::new(&server);
     assert_eq!(redirect(&b.sign_up("ops@acme.example", "acme", PASSWORD).await), "/console/signup/sent", "sign-up works with the relay down");

@@ -99,7 +99,7 @@ async fn provider_credentials_fail_once_and_clearly_at_configure_time() {
     in_block.plan_fails().assert_contains("Error: Invalid matrixhost API token").assert_lacks(&format!("refused the API token {token}"));
 
     // Nobody listening: fails fast with max_retries = 0 and says so.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = matrixhost_tests::free_port();
     let down = Terraform::with_credentials(Some(&format!("http://127.0.0.1:{port}")), Some(server.dev_token()))
         .env("MATRIXHOST_MAX_RETRIES", Some("0"));
     down.write_main(CONFIG);

@@ -121,10 +121,6 @@ impl ApiResource for BackupPolicyResource {
         state.homeserver_id.as_ref_option().map(|hs| path(hs))
     }
 
-    fn object_path(p: &BackupPolicy) -> String {
-        path(&p.homeserver_id)
-    }
-
     fn version(p: &BackupPolicy) -> i64 {
         p.version
     }

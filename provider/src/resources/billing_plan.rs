@@ -138,10 +138,6 @@ impl ApiResource for BillingPlanResource {
         state.id.as_ref_option().map(|id| path(id))
     }
 
-    fn object_path(bp: &BillingPlan) -> String {
-        path(&bp.id)
-    }
-
     fn version(bp: &BillingPlan) -> i64 {
         bp.version
     }
@@ -188,7 +184,7 @@ impl ApiResource for BillingPlanResource {
         if write == Write::Create {
             return Some(bp);
         }
-        Some(wait_applied(diags, client, &Self::object_path(&bp), "billing plan change", bp, APPLY_WAIT_LIMIT).await)
+        Some(wait_applied(diags, client, &path(&bp.id), "billing plan change", bp, APPLY_WAIT_LIMIT).await)
     }
 
     async fn lookup(client: &Client, id: &str) -> Result<Result<Option<BillingPlan>, ApiFailure>, String> {

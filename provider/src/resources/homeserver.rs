@@ -630,10 +630,6 @@ impl ApiResource for HomeserverResource {
         state.id.as_ref_option().map(|id| item_path(id))
     }
 
-    fn object_path(hs: &Homeserver) -> String {
-        item_path(&hs.id)
-    }
-
     fn version(hs: &Homeserver) -> i64 {
         hs.version
     }

@@ -81,7 +81,6 @@ pub trait ApiResource: Send + Sync + 'static {
     fn create_path(diags: &mut Diagnostics, planned: &Self::State) -> Option<String>;
     /// The object's own path; `None` while its id is not known.
     fn item_path(state: &Self::State) -> Option<String>;
-    fn object_path(object: &Self::Object) -> String;
     fn version(object: &Self::Object) -> i64;
     /// The state for `object`. Where `reference` (planned or prior) holds what the API does not
     /// give back (write-only values, equivalent spellings), it is kept.

@@ -143,10 +143,6 @@ impl ApiResource for ReservedUserResource {
         }
     }
 
-    fn object_path(u: &ReservedUser) -> String {
-        item(&u.homeserver_id, &u.id)
-    }
-
     fn version(u: &ReservedUser) -> i64 {
         u.version
     }
@@ -198,7 +194,7 @@ impl ApiResource for ReservedUserResource {
     }
 
     async fn settle(client: &Client, diags: &mut Diagnostics, _write: Write, u: ReservedUser, _prior: Option<&ReservedUserState>, _planned: &ReservedUserState) -> Option<ReservedUser> {
-        Some(wait_applied(diags, client, &Self::object_path(&u), Self::NOUN, u, APPLY_WAIT_LIMIT).await)
+        Some(wait_applied(diags, client, &item(&u.homeserver_id, &u.id), Self::NOUN, u, APPLY_WAIT_LIMIT).await)
     }
 
     async fn lookup(client: &Client, id: &str) -> Result<Result<Option<ReservedUser>, ApiFailure>, String> {

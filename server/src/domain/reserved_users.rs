@@ -313,16 +313,14 @@ async fn check_unique(tx: &mut Tx<'_>, hs: &Homeserver, body: &ReservedUserCreat
         .bind(body.localpart.as_ref().map(|l| l.to_string()))
         .fetch_all(&mut **tx)
         .await?;
-    let mut taken = taken.iter().map(|r| Ok::<_, DomainError>((r.text("id")?, r.text("email")?))).collect::<Result<Vec<_>, _>>()?;
+    let taken = taken.iter().map(|r| Ok::<_, DomainError>((r.text("id")?, r.text("email")?))).collect::<Result<Vec<_>, _>>()?;
     // The email's reservation is the one to name when both are taken.
-    taken.sort_by_key(|(_, email)| email != body.email.as_str());
+    if let Some((id, _)) = taken.iter().find(|(_, email)| email == body.email.as_str()) {
+        return Err(DomainError::conflict_on(ErrorCode::Conflict, "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)));
+    }
     match (taken.first(), &body.localpart) {
-        (None, _) => Ok(()),
-        (Some((id, email)), _) if email == body.email.as_str() => {
-            Err(DomainError::conflict_on(ErrorCode::Conflict, "email", format!("`{}` is already a reserved user of `{}` ({id})", body.email, hs.name)))
-        }
         (Some((id, _)), Some(localpart)) => Err(DomainError::conflict_on(ErrorCode::Conflict, "localpart", format!("localpart `{localpart}` is already reserved on `{}` ({id})", hs.name))),
-        (Some(_), None) => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -333,9 +331,9 @@ pub async fn update(
     id: &str,
     expected_version: Option<i64>,
     body: ReservedUserUpdate,
-    hosted: bool,
-    now: DateTime<Utc>,
+    ctx: WriteContext<'_>,
 ) -> DomainResult<ReservedUser> {
+    let WriteContext { hosted, now, .. } = ctx;
     let user = load_or_404(tx, org_id, homeserver_id, id).await?;
     check_version(expected_version, user.version, "reserved user")?;
     // A new version starts with no error: the runtime tries it afresh.

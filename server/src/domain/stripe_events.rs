@@ -3,38 +3,11 @@
 //! homeserver, a paid invoice lifts the block).
 
 use chrono::{DateTime, Utc};
+use matrixhost_api::StripeEventOutcome as Outcome;
 
 use super::{billing_plans, DomainResult};
 use crate::db::{ts, Db, RowExt, Tx};
 use crate::stripe::Event;
-
-/// What became of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// It changed a billing plan's payment state.
-    Applied,
-    /// Delivered before: nothing happens twice.
-    Duplicate,
-    /// Older than the payment event already applied to its billing plan (events can arrive out
-    /// of order).
-    Stale,
-    /// About a subscription that is no billing plan here.
-    UnknownSubscription,
-    /// A type matrixhost does not act on; recorded all the same.
-    Ignored,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Stale => "stale",
-            Outcome::UnknownSubscription => "unknown_subscription",
-            Outcome::Ignored => "ignored",
-        }
-    }
-}
 
 /// Records `event` and acts on it, in one transaction, once per event id.
 pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<Outcome> {

@@ -57,7 +57,8 @@ pub(super) async fn update(
 ) -> AppResult<Versioned<ReservedUser>> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
-    let user = domain::update(&mut tx, &caller.org_id, &homeserver_id, &id, if_match.0, body, p.hosts_homeservers(), p.clock.now()).await?;
+    let ctx = WriteContext { hosted: p.hosts_homeservers(), now: p.clock.now(), catalog: &p.settings.catalog };
+    let user = domain::update(&mut tx, &caller.org_id, &homeserver_id, &id, if_match.0, body, ctx).await?;
     tx.commit().await?;
     p.changed();
     let version = user.version;

@@ -11,7 +11,7 @@ use axum::Json;
 use matrixhost_api::{ErrorCode, StripeEventOutcome, StripeEventReceipt};
 
 use super::{App, AppError, AppResult};
-use crate::domain::stripe_events::{self, Outcome};
+use crate::domain::stripe_events;
 use crate::stripe::{self, Event, SignatureError};
 
 pub(super) async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> AppResult<Json<StripeEventReceipt>> {
@@ -31,19 +31,9 @@ pub(super) async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, bod
     let event = Event::parse(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, format!("not a Stripe event: {e}")))?;
     let outcome = stripe_events::handle(&p.db, &event, p.clock.now()).await?;
     tracing::info!(event_id = %event.id, event_type = %event.kind, outcome = outcome.as_str(), "Stripe event");
-    if outcome == Outcome::Applied {
+    if outcome == StripeEventOutcome::Applied {
         // R12: the reconciler blocks or unblocks the homeserver now.
         p.changed();
     }
-    Ok(Json(StripeEventReceipt { event_id: event.id, outcome: api_outcome(outcome) }))
-}
-
-fn api_outcome(outcome: Outcome) -> StripeEventOutcome {
-    match outcome {
-        Outcome::Applied => StripeEventOutcome::Applied,
-        Outcome::Duplicate => StripeEventOutcome::Duplicate,
-        Outcome::Stale => StripeEventOutcome::Stale,
-        Outcome::UnknownSubscription => StripeEventOutcome::UnknownSubscription,
-        Outcome::Ignored => StripeEventOutcome::Ignored,
-    }
+    Ok(Json(StripeEventReceipt { event_id: event.id, outcome }))
 }
