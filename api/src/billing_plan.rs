@@ -26,6 +26,30 @@ impl BillingStatus {
     }
 }
 
+/// R10, R11: the share of `amount_cents` that `remaining_seconds` of a `period_seconds` period is
+/// worth, rounded to the nearest cent (halves away from zero). The one place a pro-rata amount is
+/// computed.
+pub fn prorate_cents(amount_cents: i64, remaining_seconds: i64, period_seconds: i64) -> i64 {
+    if period_seconds <= 0 {
+        return 0;
+    }
+    let remaining = i128::from(remaining_seconds.clamp(0, period_seconds));
+    let scaled = i128::from(amount_cents) * remaining;
+    let period = i128::from(period_seconds);
+    let rounded = (scaled.abs() * 2 + period) / (period * 2);
+    (if scaled < 0 { -rounded } else { rounded }) as i64
+}
+
+/// The card a billing plan is paid with: what the payment processor tells about it, and nothing
+/// more (R13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentCard {
+    /// The card's brand as the processor names it, e.g. `visa`.
+    pub brand: String,
+    /// The last four digits.
+    pub last4: String,
+}
+
 /// Body of `POST /v1/billing-plans`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +86,10 @@ pub struct BillingPlan {
     pub billing_period: BillingPeriod,
     pub additional_users: AdditionalUsers,
     pub payment_method_id: Option<PaymentMethodId>,
+    /// The card payments are taken from, when the organization has one on file (R13: brand and
+    /// last four digits only).
+    #[serde(default)]
+    pub card: Option<PaymentCard>,
     pub status: BillingStatus,
     /// MAU cap in force: the active plan's MAU plus Additional Users (R5, R10).
     pub mau_cap: u32,
@@ -113,4 +141,21 @@ impl StripeEventOutcome {
 pub struct StripeEventReceipt {
     pub event_id: String,
     pub outcome: StripeEventOutcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prorate_cents;
+
+    #[test]
+    fn r10_pro_rata_rounds_to_the_nearest_cent() {
+        assert_eq!(prorate_cents(6000, 15, 30), 3000);
+        assert_eq!(prorate_cents(1000, 1, 3), 333);
+        assert_eq!(prorate_cents(1000, 2, 3), 667);
+        assert_eq!(prorate_cents(-1000, 2, 3), -667);
+        assert_eq!(prorate_cents(5, 1, 2), 3, "halves go away from zero");
+        assert_eq!(prorate_cents(1000, 40, 30), 1000, "never more than the whole");
+        assert_eq!(prorate_cents(1000, -5, 30), 0);
+        assert_eq!(prorate_cents(1000, 5, 0), 0);
+    }
 }

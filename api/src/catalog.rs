@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AdditionalUsers, PlanTier, RegionCode, RuleError, SupportTier, VolumeSizeGb};
+use crate::domain::{AdditionalUsers, BillingPeriod, PlanTier, RegionCode, RuleError, SupportTier, VolumeSizeGb};
 
 /// A hosting region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -61,6 +61,16 @@ pub enum PlanChange {
 }
 
 impl Plan {
+    /// R11: what one MAU (or one Additional User, R10) costs for a whole billing period, paid in
+    /// advance, in US cents. A year costs twelve months.
+    pub fn price_per_mau_per_period_cents(&self, period: BillingPeriod) -> i64 {
+        let months = match period {
+            BillingPeriod::Monthly => 1,
+            BillingPeriod::Annual => 12,
+        };
+        i64::from(self.price_per_mau_cents) * months
+    }
+
     /// R5/R8/R10: the MAU cap is the plan's MAU plus Additional Users.
     pub fn mau_cap(&self, additional_users: AdditionalUsers) -> u32 {
         self.mau.saturating_add(additional_users.get())

@@ -43,10 +43,17 @@ pub enum ErrorCode {
     RestoreRunning,
     BackupNotRestorable,
     NotRunning,
+    // 402: a payment is needed or was refused (R11, R12).
+    /// No card is on file to pay in advance with.
+    PaymentRequired,
+    /// The payment processor refused the charge (a declined card); nothing was changed.
+    PaymentFailed,
     // 429, 5xx.
     RateLimited,
     HomeserverUnavailable,
     Internal,
+    /// The payment processor could not be reached; nothing was changed.
+    PaymentProcessorUnavailable,
     /// Test builds only: a fault injected by a test.
     InjectedFault,
     /// A code from a newer server than this client knows.
@@ -85,6 +92,9 @@ impl ErrorCode {
             Self::RestoreRunning => "restore_running",
             Self::BackupNotRestorable => "backup_not_restorable",
             Self::NotRunning => "not_running",
+            Self::PaymentRequired => "payment_required",
+            Self::PaymentFailed => "payment_failed",
+            Self::PaymentProcessorUnavailable => "payment_processor_unavailable",
             Self::RateLimited => "rate_limited",
             Self::HomeserverUnavailable => "homeserver_unavailable",
             Self::Internal => "internal",

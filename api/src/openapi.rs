@@ -409,6 +409,15 @@ fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     if e.operation_id == "create_billing_plan" {
         out.push((403, "R15: the organization's email is not verified"));
     }
+    if matches!(e.operation_id, "create_billing_plan" | "update_billing_plan") {
+        out.extend([
+            (402, "`payment_required`: no card on file to pay in advance with (R11); `payment_failed`: the card was refused. Nothing was changed; `field` names the input"),
+            (502, "`payment_processor_unavailable`: the payment processor could not be reached; nothing was changed"),
+        ]);
+    }
+    if e.operation_id == "delete_billing_plan" {
+        out.push((502, "`payment_processor_unavailable`: the subscription could not be ended at the payment processor; the plan stays"));
+    }
     if e.operation_id == "get_homeserver_usage" {
         out.extend([
             (409, "`not_running`: this control plane runs no homeservers"),

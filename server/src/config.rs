@@ -101,6 +101,21 @@ pub struct ServeArgs {
     /// secret never shows in the process list.
     #[arg(long, env = "MATRIXHOSTD_STRIPE_WEBHOOK_SECRET_FILE")]
     pub stripe_webhook_secret_file: Option<PathBuf>,
+    /// Stripe's API base URL: `https://api.stripe.com`, or an emulator's such as localstripe's.
+    /// With it (and the secret key) billing plans are Stripe subscriptions, charged in advance.
+    #[arg(long, env = "MATRIXHOSTD_STRIPE_API_URL")]
+    pub stripe_api_url: Option<String>,
+    /// A file holding Stripe's secret API key (`sk_...`); a file, so it never shows in the
+    /// process list.
+    #[arg(long, env = "MATRIXHOSTD_STRIPE_SECRET_KEY_FILE")]
+    pub stripe_secret_key_file: Option<PathBuf>,
+    /// Stripe's publishable key (`pk_...`), which the console's card form hands to Stripe.js.
+    #[arg(long, env = "MATRIXHOSTD_STRIPE_PUBLISHABLE_KEY")]
+    pub stripe_publishable_key: Option<String>,
+    /// Where the console loads Stripe.js from. Default: `https://js.stripe.com/v3/` for Stripe,
+    /// `<api url>/js.stripe.com/v3/` for an emulator.
+    #[arg(long, env = "MATRIXHOSTD_STRIPE_JS_URL")]
+    pub stripe_js_url: Option<String>,
 }
 
 /// The config file's shape.
@@ -123,6 +138,19 @@ struct FileConfig {
     mail_from: Option<String>,
     public_url: Option<String>,
     stripe_webhook_secret_file: Option<PathBuf>,
+    stripe_api_url: Option<String>,
+    stripe_secret_key_file: Option<PathBuf>,
+    stripe_publishable_key: Option<String>,
+    stripe_js_url: Option<String>,
+}
+
+/// Stripe, when billing goes through it.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub api_url: String,
+    pub secret_key: crate::stripe_api::SecretKey,
+    pub publishable_key: String,
+    pub js_url: String,
 }
 
 /// Everything resolved.
@@ -151,6 +179,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The signing secret of Stripe's webhook endpoint, when webhooks are taken.
     pub stripe_webhook_secret: Option<crate::stripe::SigningSecret>,
+    /// Billing through Stripe; `None`: plans are recorded and never charged.
+    pub stripe: Option<StripeSettings>,
 }
 
 fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -209,6 +239,12 @@ impl Settings {
             smtp_url: args.smtp_url.clone().or(file.smtp_url),
             public_url,
             stripe_webhook_secret: read_webhook_secret(args.stripe_webhook_secret_file.clone().or(file.stripe_webhook_secret_file))?,
+            stripe: stripe_settings(
+                args.stripe_api_url.clone().or(file.stripe_api_url),
+                args.stripe_secret_key_file.clone().or(file.stripe_secret_key_file),
+                args.stripe_publishable_key.clone().or(file.stripe_publishable_key),
+                args.stripe_js_url.clone().or(file.stripe_js_url),
+            )?,
             rate_limit_per_second,
             rate_limit_burst: args.rate_limit_burst.or(file.rate_limit_burst).unwrap_or(100).max(1),
             test_clock,
@@ -216,6 +252,21 @@ impl Settings {
             catalog,
         })
     }
+}
+
+/// Stripe takes three settings together: the API URL, the secret key's file, the publishable key.
+fn stripe_settings(api_url: Option<String>, key_file: Option<PathBuf>, publishable_key: Option<String>, js_url: Option<String>) -> anyhow::Result<Option<StripeSettings>> {
+    let (api_url, key_file, publishable_key) = match (api_url, key_file, publishable_key) {
+        (None, None, None) => return Ok(None),
+        (Some(u), Some(k), Some(p)) => (u.trim_end_matches('/').to_owned(), k, p),
+        _ => anyhow::bail!("Stripe needs all of stripe_api_url, stripe_secret_key_file and stripe_publishable_key"),
+    };
+    anyhow::ensure!(api_url.starts_with("http://") || api_url.starts_with("https://"), "stripe_api_url must start with http:// or https://");
+    anyhow::ensure!(publishable_key.starts_with("pk_"), "stripe_publishable_key must start with pk_ (the secret key goes in its file)");
+    let text = std::fs::read_to_string(&key_file).with_context(|| format!("cannot read the Stripe secret key file {}", key_file.display()))?;
+    let secret_key = crate::stripe_api::SecretKey::from_text(&text).with_context(|| format!("in {}", key_file.display()))?;
+    let js_url = js_url.unwrap_or_else(|| if api_url == "https://api.stripe.com" { "https://js.stripe.com/v3/".into() } else { format!("{api_url}/js.stripe.com/v3/") });
+    Ok(Some(StripeSettings { api_url, secret_key, publishable_key, js_url }))
 }
 
 /// Reads Stripe's webhook signing secret from its file.

@@ -27,6 +27,7 @@ pub mod platform;
 pub mod runtime;
 pub mod state;
 pub mod stripe;
+pub mod stripe_api;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -30,6 +30,8 @@ pub struct Platform {
     pub hasher: Hasher,
     /// How the outbox's mail leaves.
     pub mail: Transport,
+    /// Stripe's API, when billing goes through it (R10-R13).
+    pub stripe: Option<crate::stripe_api::StripeApi>,
     /// The console's base URL, once known (the configured one, or the bound address).
     public_url: std::sync::OnceLock<String>,
     wake_runtime: Notify,
@@ -56,6 +58,10 @@ impl Platform {
             (None, true) => Transport::Maildir(dirs.api_file(MAILDIR)),
             (None, false) => Transport::Unconfigured,
         };
+        let stripe = match &settings.stripe {
+            Some(s) => Some(crate::stripe_api::StripeApi::new(&s.api_url, s.secret_key.clone())?),
+            None => None,
+        };
         let public_url = std::sync::OnceLock::new();
         if let Some(url) = &settings.public_url {
             let _ = public_url.set(url.clone());
@@ -69,6 +75,7 @@ impl Platform {
             agent,
             hasher: Hasher::new(pepper),
             mail,
+            stripe,
             public_url,
             wake_runtime: Notify::new(),
             wake_backups: Notify::new(),
@@ -88,6 +95,11 @@ impl Platform {
     }
 
     /// Whether cookies get the `Secure` flag: the console is reached over HTTPS.
+    /// The payment processor and what billing needs with it, when billing goes through Stripe.
+    pub fn payments(&self) -> Option<crate::domain::billing_plans::Payments<'_>> {
+        self.stripe.as_ref().map(|stripe| crate::domain::billing_plans::Payments { stripe, console_url: self.console_url() })
+    }
+
     pub fn console_is_https(&self) -> bool {
         self.console_url().starts_with("https://")
     }

@@ -9,6 +9,17 @@ use serde_json::Value;
 
 /// The secret key the tests use against localstripe (it takes any `sk_test_` key).
 pub const SECRET_KEY: &str = "sk_test_matrixhost";
+/// The publishable key the console hands to Stripe.js.
+pub const PUBLISHABLE_KEY: &str = "pk_test_matrixhost";
+/// The webhook signing secret the billing tests register.
+pub const WEBHOOK_SECRET: &str = "whsec_matrixhost_billing";
+
+/// Test cards, as Stripe documents them and localstripe knows them.
+pub const CARD_OK: &str = "4242424242424242";
+/// Refused when it is attached to a customer.
+pub const CARD_DECLINED: &str = "4000000000000002";
+/// Attaches, then every charge on it fails.
+pub const CARD_CHARGES_FAIL: &str = "4000000000000341";
 
 /// A running localstripe. Killed when dropped.
 pub struct LocalStripe {
@@ -43,6 +54,71 @@ impl LocalStripe {
     pub async fn register_webhook(&self, id: &str, url: &str, secret: &str) {
         let resp = self.http.post(format!("{}/_config/webhooks/{id}", self.url())).form(&[("url", url), ("secret", secret)]).send().await.unwrap();
         assert!(resp.status().is_success(), "registering the webhook: {}", resp.status());
+    }
+
+    /// matrixhostd's arguments for billing through this localstripe, with the files they name
+    /// written into `dir`.
+    pub fn server_args(&self, dir: &std::path::Path) -> Vec<String> {
+        std::fs::write(dir.join("stripe-key"), SECRET_KEY).unwrap();
+        std::fs::write(dir.join("stripe-whsec"), WEBHOOK_SECRET).unwrap();
+        vec![
+            "--stripe-api-url".into(),
+            self.url(),
+            "--stripe-secret-key-file".into(),
+            dir.join("stripe-key").display().to_string(),
+            "--stripe-publishable-key".into(),
+            PUBLISHABLE_KEY.into(),
+            "--stripe-webhook-secret-file".into(),
+            dir.join("stripe-whsec").display().to_string(),
+        ]
+    }
+
+    /// A card payment method, made the way Stripe.js makes one from what a customer typed.
+    pub async fn card(&self, number: &str) -> String {
+        let pm = self.post("/v1/payment_methods", &[("type", "card"), ("card[number]", number), ("card[exp_month]", "12"), ("card[exp_year]", "2034"), ("card[cvc]", "123")]).await;
+        pm["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A SEPA Direct Debit mandate whose debits bounce: Stripe learns of that days later and
+    /// sends `invoice.payment_failed` then, which is how localstripe fails a renewal too (its card
+    /// refusals on an invoice raise no event).
+    pub async fn bouncing_debit(&self) -> String {
+        let pm = self.post("/v1/payment_methods", &[("type", "sepa_debit"), ("sepa_debit[iban]", "DE62370400440532013001")]).await;
+        pm["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A GET on the Stripe API; the answer's JSON.
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let resp = self.http.get(format!("{}{path}", self.url())).bearer_auth(SECRET_KEY).query(query).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body
+    }
+
+    /// The only customer (each test has its own localstripe and one organization).
+    pub async fn only_customer(&self) -> String {
+        let list = self.get("/v1/customers", &[]).await;
+        let all = list["data"].as_array().unwrap();
+        assert_eq!(all.len(), 1, "{list}");
+        all[0]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The customer's invoices, oldest first.
+    pub async fn invoices(&self, customer: &str) -> Vec<Value> {
+        let list = self.get("/v1/invoices", &[("customer", customer), ("limit", "100")]).await;
+        let mut all = list["data"].as_array().unwrap().clone();
+        all.reverse();
+        all
+    }
+
+    /// What Stripe does at a subscription's renewal: invoice the next period and charge the
+    /// customer's default card. localstripe has no clock, so the tests play it.
+    pub async fn renew(&self, customer: &str, subscription: &str) -> Value {
+        let invoice = self.post("/v1/invoices", &[("customer", customer), ("subscription", subscription)]).await;
+        let id = invoice["id"].as_str().unwrap();
+        let resp = self.http.post(format!("{}/v1/invoices/{id}/pay", self.url())).bearer_auth(SECRET_KEY).send().await.unwrap();
+        resp.json().await.unwrap_or(Value::Null)
     }
 
     /// A call to the Stripe API, form-encoded as Stripe takes it; the answer's JSON.

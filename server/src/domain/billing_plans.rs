@@ -3,13 +3,32 @@
 use chrono::{DateTime, Months, Utc};
 use matrixhost_api::{
     ErrorCode, check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
-    BillingStatus, Catalog, HomeserverStatus, PaymentMethodId, Plan, PlanChange, PlanTier,
+    BillingStatus, Catalog, HomeserverStatus, PaymentCard, PaymentMethodId, Plan, PlanChange, PlanTier,
 };
 use sqlx::any::AnyRow;
 
 use super::apply::{applied_at_write, apply_status, HostOf};
-use super::{check_version, homeservers, DomainError, DomainResult, PageRequest, WriteContext};
+use super::charges::{self, Billing, Settlement};
+use super::{billing_profiles, check_version, homeservers, invoices, DomainError, DomainResult, PageRequest, WriteContext};
 use crate::db::{lock_row, ts, Db, RowExt, Tx};
+use crate::stripe_api::StripeApi;
+
+/// The payment processor, when one is configured (without one, plans are recorded and not
+/// charged: development and the tests of other parts).
+#[derive(Clone, Copy)]
+pub struct Payments<'a> {
+    pub stripe: &'a StripeApi,
+    /// Where customers add a card (named in errors).
+    pub console_url: &'a str,
+}
+
+/// The Stripe subscription a billing plan is, and what its next renewal bills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeLink {
+    pub subscription_id: String,
+    pub plan_id: String,
+    pub quantity: u32,
+}
 
 /// A subscription as stored, before the clock is applied.
 #[derive(Debug, Clone)]
@@ -32,6 +51,9 @@ pub struct Subscription {
     applied_version: Option<i64>,
     /// That homeserver's status and reason, when one is on this plan.
     host: Option<(HomeserverStatus, Option<String>)>,
+    pub stripe: Option<StripeLink>,
+    /// The organization's card on file (R13: brand and last four digits).
+    card: Option<PaymentCard>,
 }
 
 fn period_months(period: BillingPeriod) -> u32 {
@@ -80,6 +102,14 @@ impl Subscription {
             host: match r.opt_text("hs_status")? {
                 Some(status) => Some((HomeserverStatus::parse(&status).ok_or_else(|| anyhow::anyhow!("bad homeserver status"))?, r.opt_text("hs_status_reason")?)),
                 None => None,
+            },
+            stripe: match (r.opt_text("stripe_subscription_id")?, r.opt_text("stripe_plan_id")?, r.opt_int("stripe_quantity")?) {
+                (Some(subscription_id), Some(plan_id), Some(quantity)) => Some(StripeLink { subscription_id, plan_id, quantity: u32::try_from(quantity)? }),
+                _ => None,
+            },
+            card: match (r.opt_text("card_brand")?, r.opt_text("card_last4")?) {
+                (Some(brand), Some(last4)) => Some(PaymentCard { brand, last4 }),
+                _ => None,
             },
         })
     }
@@ -142,6 +172,7 @@ impl Subscription {
             billing_period: self.billing_period,
             additional_users: self.additional_users,
             payment_method_id: self.payment_method_id.clone(),
+            card: self.card.clone(),
             status: self.status,
             mau_cap: self.mau_cap(catalog)?,
             current_period_start: self.current_period_start,
@@ -158,7 +189,8 @@ impl Subscription {
 macro_rules! columns {
     () => {
         "id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
-         anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version"
+         anniversary_anchor, current_period_start, current_period_end, created_at, updated_at, version, \
+         stripe_subscription_id, stripe_plan_id, stripe_quantity"
     };
 }
 const COLUMNS: &str = columns!();
@@ -167,7 +199,9 @@ const READ_COLUMNS: &str = concat!(
     columns!(),
     ", applied_version, \
      (SELECT h.status FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status, \
-     (SELECT h.status_reason FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status_reason"
+     (SELECT h.status_reason FROM homeservers h WHERE h.billing_plan_id = billing_plans.id) AS hs_status_reason, \
+     (SELECT p.card_brand FROM billing_profiles p WHERE p.org_id = billing_plans.org_id) AS card_brand, \
+     (SELECT p.card_last4 FROM billing_profiles p WHERE p.org_id = billing_plans.org_id) AS card_last4"
 );
 
 /// Loads a subscription of the organization, settled to `now`.
@@ -200,13 +234,14 @@ pub async fn list(db: &Db, org_id: &str, page: PageRequest<'_>, now: DateTime<Ut
 }
 
 /// R15: only a verified organization subscribes. Payment is in advance for the period that
-/// starts now (R11).
-pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: BillingPlanCreate, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<BillingPlan> {
+/// starts now (R11): with a payment processor, the Stripe subscription is made and its first
+/// period charged before the plan exists; a refused card leaves nothing behind.
+pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: BillingPlanCreate, now: DateTime<Utc>, catalog: &Catalog, payments: Option<Payments<'_>>) -> DomainResult<BillingPlan> {
     if !email_verified {
         return Err(DomainError::Forbidden { code: ErrorCode::EmailNotVerified, message: "R15: the organization's email address must be verified before it can subscribe".into() });
     }
-    catalog.plan(&body.plan).map_err(|e| DomainError::rule("plan", e))?;
-    let sub = Subscription {
+    let plan = catalog.plan(&body.plan).map_err(|e| DomainError::rule("plan", e))?;
+    let mut sub = Subscription {
         id: crate::ids::new_id("bp"),
         plan: body.plan.clone(),
         active_plan: body.plan,
@@ -223,8 +258,16 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
         version: 1,
         applied_version: Some(1),
         host: None,
+        stripe: None,
+        card: None,
     };
-    sqlx::query(&format!("INSERT INTO billing_plans (org_id, {COLUMNS}, applied_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"))
+    if let Some(payments) = payments {
+        sub.card = Some(prepare_card(tx, payments, org_id, sub.payment_method_id.as_ref(), now).await?);
+        let billing = Billing { active: plan, renewal: plan, period: sub.billing_period, additional_users: sub.additional_users.get() };
+        sub.stripe = Some(subscribe(tx, payments, org_id, &sub.id, &billing, None, "payment_method_id", now).await?);
+    }
+    let stripe = sub.stripe.clone();
+    sqlx::query(&format!("INSERT INTO billing_plans (org_id, {COLUMNS}, applied_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"))
         .bind(org_id)
         .bind(&sub.id)
         .bind(sub.plan.as_str())
@@ -240,11 +283,154 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
         .bind(ts(now))
         .bind(ts(now))
         .bind(sub.version)
+        .bind(stripe.as_ref().map(|s| s.subscription_id.clone()))
+        .bind(stripe.as_ref().map(|s| s.plan_id.clone()))
+        .bind(stripe.as_ref().map(|s| i64::from(s.quantity)))
         .bind(sub.applied_version)
         .execute(&mut **tx)
         .await?;
     tracing::info!(billing_plan_id = %sub.id, plan = %sub.plan, "created billing plan");
     sub.to_api(catalog)
+}
+
+/// The card the plan is paid with: `payment_method_id` when given (attached to the
+/// organization's Stripe customer and made its default), else the card on file (R11: there
+/// must be one).
+async fn prepare_card(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, given: Option<&PaymentMethodId>, now: DateTime<Utc>) -> DomainResult<PaymentCard> {
+    let profile = billing_profiles::get(tx, org_id).await?;
+    match given {
+        Some(pm) if profile.payment_method_id.as_deref() != Some(pm.as_str()) => billing_profiles::set_card(tx, payments.stripe, org_id, pm, now).await,
+        _ => {
+            billing_profiles::require_card(&profile, payments.console_url)?;
+            Ok(profile.card.unwrap_or(PaymentCard { brand: "card".into(), last4: String::new() }))
+        }
+    }
+}
+
+/// A Stripe subscription billing `billing`: charged now for a period starting now, or, with
+/// `first_charge_at`, first charged then (what a renewal bills after a change that waits for the
+/// anniversary). Its first invoice is kept.
+#[allow(clippy::too_many_arguments)]
+async fn subscribe(
+    tx: &mut Tx<'_>,
+    payments: Payments<'_>,
+    org_id: &str,
+    billing_plan_id: &str,
+    billing: &Billing<'_>,
+    first_charge_at: Option<DateTime<Utc>>,
+    field: &str,
+    now: DateTime<Utc>,
+) -> DomainResult<StripeLink> {
+    let stripe = payments.stripe;
+    let customer = billing_profiles::ensure_customer(tx, stripe, org_id, now).await?;
+    let (plan, quantity) = match first_charge_at {
+        Some(_) => (billing.renewal, billing.renewal_quantity()),
+        None => (billing.active, billing.active_quantity()),
+    };
+    let plan_id = charges::stripe_plan_id(plan, billing.period);
+    let interval = match billing.period {
+        BillingPeriod::Monthly => "month",
+        BillingPeriod::Annual => "year",
+    };
+    let unit = plan.price_per_mau_per_period_cents(billing.period);
+    stripe.ensure_plan(&plan_id, &format!("matrixhost {} ({})", plan.name, billing.period.as_str()), unit, interval).await.map_err(|e| DomainError::from_stripe(field, e))?;
+    let created = stripe
+        .create_subscription(&customer, &plan_id, quantity, billing_plan_id, first_charge_at.map(|t| t.timestamp()))
+        .await
+        .map_err(|e| DomainError::from_stripe(field, e))?;
+    // A charge can also fail after the answer (the processor retries it later); in advance means
+    // paid now, so a subscription charged now must be active. (One first charged later is
+    // `trialing` at Stripe, still `incomplete` at localstripe.)
+    if first_charge_at.is_none() && created.status != "active" {
+        cancel_quietly(stripe, &created.id).await;
+        return Err(DomainError::Payment {
+            code: ErrorCode::PaymentFailed,
+            field: field.to_owned(),
+            message: format!("{field}: the card was refused: the payment in advance did not go through (the processor left the subscription {}). Nothing was changed.", created.status),
+        });
+    }
+    if let Some(invoice_id) = &created.latest_invoice {
+        match stripe.invoice(invoice_id).await {
+            Ok(invoice) => {
+                invoices::record(tx, &(&invoice).into(), now).await?;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read a new subscription's first invoice; its webhook will bring it"),
+        }
+    }
+    tracing::info!(billing_plan_id, plan = %plan_id, quantity, "subscribed with the payment processor");
+    Ok(StripeLink { subscription_id: created.id, plan_id, quantity })
+}
+
+/// R10, R11 with a payment processor: charges or credits the change from `before` to `sub` and
+/// leaves the Stripe subscription billing what the next renewal must. A refused charge changes
+/// nothing.
+async fn settle_with_processor(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, before: &Subscription, sub: &mut Subscription, field: &str, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<()> {
+    let Some(old) = before.stripe.clone() else { return Ok(()) };
+    let stripe = payments.stripe;
+    if sub.payment_method_id != before.payment_method_id {
+        if let Some(pm) = &sub.payment_method_id {
+            sub.card = Some(billing_profiles::set_card(tx, stripe, org_id, pm, now).await?);
+        }
+    }
+    let billing_of = |s: &Subscription| -> DomainResult<(&Plan, &Plan)> {
+        let active = s.active(catalog)?;
+        let renewal = match &s.pending_plan {
+            Some(p) => catalog.plan(p).map_err(|e| DomainError::internal(e.message))?,
+            None => active,
+        };
+        Ok((active, renewal))
+    };
+    let (a0, r0) = billing_of(before)?;
+    let (a1, r1) = billing_of(sub)?;
+    let was = Billing { active: a0, renewal: r0, period: before.billing_period, additional_users: before.additional_users.get() };
+    let will = Billing { active: a1, renewal: r1, period: sub.billing_period, additional_users: sub.additional_users.get() };
+    let customer = billing_profiles::ensure_customer(tx, stripe, org_id, now).await?;
+    let period = (before.current_period_start, before.current_period_end);
+    let mut link = old.clone();
+    let mut retired = Vec::new();
+    match charges::settle(&was, &will, period, now) {
+        Settlement::NewPeriod { credit } => {
+            billing_profiles::require_card(&billing_profiles::get(tx, org_id).await?, payments.console_url)?;
+            let item = stripe.create_invoice_item(&customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
+            match subscribe(tx, payments, org_id, &sub.id, &will, None, field, now).await {
+                Ok(new) => retired.push(std::mem::replace(&mut link, new).subscription_id),
+                Err(e) => {
+                    // The credit belongs to this change; it must not reach a later invoice.
+                    if let Err(cleanup) = stripe.delete_invoice_item(&item.id).await {
+                        tracing::info!(error = %cleanup, "the refused change's credit stays on its unpaid invoice");
+                    }
+                    return Err(e);
+                }
+            }
+            sub.anniversary_anchor = now;
+            sub.current_period_start = now;
+            sub.current_period_end = next_anniversary(now, now, sub.billing_period);
+        }
+        Settlement::SamePeriod { credit } => {
+            if let Some(credit) = credit {
+                stripe.create_invoice_item(&customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
+            }
+        }
+    }
+    // What the next renewal bills: a pending downgrade, fewer users.
+    let renewal_plan = charges::stripe_plan_id(will.renewal, will.period);
+    if renewal_plan != link.plan_id || will.renewal_quantity() != link.quantity {
+        let new = subscribe(tx, payments, org_id, &sub.id, &will, Some(sub.current_period_end), field, now).await?;
+        retired.push(std::mem::replace(&mut link, new).subscription_id);
+    }
+    for replaced in &retired {
+        cancel_quietly(stripe, replaced).await;
+    }
+    sub.stripe = Some(link);
+    Ok(())
+}
+
+/// Ends a replaced Stripe subscription. Its successor already bills; a failure here is logged
+/// for the operator rather than undoing a paid change.
+async fn cancel_quietly(stripe: &StripeApi, subscription_id: &str) {
+    if let Err(e) = stripe.cancel_subscription(subscription_id).await {
+        tracing::error!(error = %e, subscription = subscription_id, "could not cancel a replaced subscription at the payment processor");
+    }
 }
 
 /// R11: upgrades apply at once; a downgrade waits for the anniversary; asking for the tier in
@@ -290,12 +476,14 @@ pub async fn update(
     expected_version: Option<i64>,
     body: BillingPlanUpdate,
     ctx: WriteContext<'_>,
+    payments: Option<Payments<'_>>,
 ) -> DomainResult<BillingPlan> {
     let WriteContext { hosted, now, catalog } = ctx;
     lock_row(tx, "billing_plans", id).await?;
     let mut sub = load_or_404(tx, org_id, id, now).await?;
     check_version(expected_version, sub.version, "billing plan")?;
     let stored_version = sub.version;
+    let before = sub.clone();
     let fewer_users = body.additional_users < sub.additional_users;
     apply_plan_change(&mut sub, body.plan, catalog)?;
     sub.additional_users = body.additional_users;
@@ -304,6 +492,16 @@ pub async fn update(
     sub.payment_method_id = body.payment_method_id;
     let field = if fewer_users { "additional_users" } else { "plan" };
     check_homeserver_fits(tx, &sub, catalog, field).await?;
+    if let Some(payments) = payments {
+        let field = if sub.active_plan != before.active_plan || sub.pending_plan != before.pending_plan {
+            "plan"
+        } else if sub.billing_period != before.billing_period {
+            "billing_period"
+        } else {
+            field
+        };
+        settle_with_processor(tx, payments, org_id, &before, &mut sub, field, now, catalog).await?;
+    }
     sub.version += 1;
     sub.updated_at = now;
     // Only a hosted homeserver on the plan has to apply the change.
@@ -312,7 +510,8 @@ pub async fn update(
     }
     let done = sqlx::query(
         "UPDATE billing_plans SET plan = $1, active_plan = $2, pending_plan = $3, billing_period = $4, additional_users = $5, \
-         payment_method_id = $6, current_period_start = $7, current_period_end = $8, updated_at = $9, version = $10, applied_version = $13 \
+         payment_method_id = $6, current_period_start = $7, current_period_end = $8, updated_at = $9, version = $10, applied_version = $13, \
+         anniversary_anchor = $14, stripe_subscription_id = $15, stripe_plan_id = $16, stripe_quantity = $17 \
          WHERE id = $11 AND version = $12",
     )
     .bind(sub.plan.as_str())
@@ -328,6 +527,10 @@ pub async fn update(
     .bind(&sub.id)
     .bind(stored_version)
     .bind(sub.applied_version)
+    .bind(ts(sub.anniversary_anchor))
+    .bind(sub.stripe.as_ref().map(|l| l.subscription_id.clone()))
+    .bind(sub.stripe.as_ref().map(|l| l.plan_id.clone()))
+    .bind(sub.stripe.as_ref().map(|l| i64::from(l.quantity)))
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() != 1 {
@@ -337,11 +540,15 @@ pub async fn update(
     sub.to_api(catalog)
 }
 
-pub async fn delete(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: Option<i64>, now: DateTime<Utc>) -> DomainResult<()> {
+pub async fn delete(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: Option<i64>, now: DateTime<Utc>, payments: Option<Payments<'_>>) -> DomainResult<()> {
     let sub = load_or_404(tx, org_id, id, now).await?;
     check_version(expected_version, sub.version, "billing plan")?;
     if let Some(hs) = homeservers::on_billing_plan(tx, &sub.id).await? {
         return Err(DomainError::conflict(ErrorCode::InUse, format!("billing plan {} is used by homeserver `{}` ({}); delete the homeserver first", sub.id, hs.name, hs.id)));
+    }
+    // The subscription ends with the plan: no renewal is charged for it.
+    if let (Some(payments), Some(link)) = (payments, &sub.stripe) {
+        payments.stripe.cancel_subscription(&link.subscription_id).await.map_err(|e| DomainError::from_stripe("id", e))?;
     }
     sqlx::query("DELETE FROM billing_plans WHERE id = $1").bind(&sub.id).execute(&mut **tx).await?;
     tracing::info!(billing_plan_id = %sub.id, "deleted billing plan");
@@ -412,6 +619,8 @@ mod tests {
             version: 1,
             applied_version: Some(1),
             host: None,
+            stripe: None,
+            card: None,
         };
         sub.settle(at(2026, 2, 9));
         assert_eq!(sub.active_plan.as_str(), "gold");

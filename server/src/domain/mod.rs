@@ -10,9 +10,12 @@ pub mod backup_policies;
 pub mod backup_schedule;
 pub mod backups;
 pub mod billing_plans;
+pub mod billing_profiles;
+pub mod charges;
 pub mod events;
 pub mod homeservers;
 pub mod idempotency_keys;
+pub mod invoices;
 pub mod orgs;
 pub mod outbox;
 pub mod passwords;
@@ -48,6 +51,12 @@ pub enum DomainError {
     /// The caller may not do this yet (R15: an unverified email).
     #[error("{message}")]
     Forbidden { code: ErrorCode, message: String },
+    /// R11, R12: a payment is needed, or the processor refused it; nothing was changed.
+    #[error("{message}")]
+    Payment { code: ErrorCode, field: String, message: String },
+    /// The payment processor could not be reached; nothing was changed.
+    #[error("{0}")]
+    PaymentProcessor(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored value does not parse, or another internal inconsistency.
@@ -83,6 +92,18 @@ impl DomainError {
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         DomainError::Internal(detail.to_string())
+    }
+
+    /// What a refusal or failure of the payment processor means for a request whose `field`
+    /// named the card (or the change that needed a charge).
+    pub fn from_stripe(field: &str, e: crate::stripe_api::StripeError) -> Self {
+        if e.unreachable() {
+            return DomainError::PaymentProcessor(format!("the payment processor is not available ({}); nothing was changed, try again", e.message));
+        }
+        if e.is_card_error() {
+            return DomainError::Payment { code: ErrorCode::PaymentFailed, field: field.to_owned(), message: format!("{field}: the card was refused: {} Nothing was changed.", e.message) };
+        }
+        DomainError::internal(format!("the payment processor refused a request ({}): {}", e.status, e.message))
     }
 
     /// The stale-write conflict every versioned resource shares.

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use matrixhost_api::StripeEventOutcome as Outcome;
 
-use super::{billing_plans, DomainResult};
+use super::{billing_plans, invoices, DomainResult};
 use crate::db::{ts, Db, RowExt, Tx};
 use crate::stripe::Event;
 
@@ -25,10 +25,18 @@ pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<
     if claimed.rows_affected() == 0 {
         return Ok(Outcome::Duplicate);
     }
+    // R13: an invoice's state and amounts are kept, whatever the event about it.
+    let recorded = match (event.kind.starts_with("invoice."), event.data.object.invoice()) {
+        (true, Some(invoice)) => invoices::record(&mut tx, &invoice, now).await?,
+        _ => false,
+    };
     let outcome = match event.kind.as_str() {
         // R12
         "invoice.payment_failed" => payment(&mut tx, event, true).await?,
-        "invoice.paid" => payment(&mut tx, event, false).await?,
+        // `invoice.paid` is Stripe's; `invoice.payment_succeeded` also comes from older API
+        // versions and from localstripe.
+        "invoice.paid" | "invoice.payment_succeeded" => payment(&mut tx, event, false).await?,
+        _ if recorded => Outcome::Applied,
         _ => Outcome::Ignored,
     };
     sqlx::query("UPDATE stripe_events SET outcome = $1 WHERE id = $2").bind(outcome.as_str()).bind(&event.id).execute(&mut *tx).await?;

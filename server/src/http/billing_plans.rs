@@ -12,6 +12,7 @@ use matrixhost_api::{BillingPlan, BillingPlanCreate, BillingPlanUpdate, Page};
 use super::idempotency::{self, Begun};
 use super::{ApiJson, App, AppResult, Caller, IdempotencyKey, IfMatch, ListParams, Versioned};
 use crate::domain::billing_plans as domain;
+use crate::domain::billing_profiles;
 use crate::domain::WriteContext;
 
 pub(super) async fn list(State(app): State<Arc<App>>, caller: Caller, params: ListParams) -> AppResult<Json<Page<BillingPlan>>> {
@@ -30,11 +31,12 @@ pub(super) async fn read(State(app): State<Arc<App>>, caller: Caller, Path(id): 
 pub(super) async fn create(State(app): State<Arc<App>>, caller: Caller, key: IdempotencyKey, ApiJson(body): ApiJson<BillingPlanCreate>) -> AppResult<Response> {
     let p = &app.platform;
     let fingerprint = idempotency::fingerprint("POST /v1/billing-plans", &body);
+    ensure_customer(&app, &caller).await?;
     let mut tx = match idempotency::begin(&app, &caller, &key, &fingerprint).await? {
         Begun::Replay(response) => return Ok(response),
         Begun::Fresh(tx) => tx,
     };
-    let plan = domain::create(&mut tx, &caller.org_id, caller.email_verified, body, p.clock.now(), &p.settings.catalog).await?;
+    let plan = domain::create(&mut tx, &caller.org_id, caller.email_verified, body, p.clock.now(), &p.settings.catalog, p.payments()).await?;
     let version = plan.version;
     idempotency::finish(tx, &caller, &key, Versioned::created(plan, version)).await
 }
@@ -47,9 +49,10 @@ pub(super) async fn update(
     ApiJson(body): ApiJson<BillingPlanUpdate>,
 ) -> AppResult<Versioned<BillingPlan>> {
     let p = &app.platform;
+    ensure_customer(&app, &caller).await?;
     let mut tx = p.db.begin().await?;
     let ctx = WriteContext { hosted: p.hosts_homeservers(), now: p.clock.now(), catalog: &p.settings.catalog };
-    let plan = domain::update(&mut tx, &caller.org_id, &id, if_match.0, body, ctx).await?;
+    let plan = domain::update(&mut tx, &caller.org_id, &id, if_match.0, body, ctx, p.payments()).await?;
     tx.commit().await?;
     p.changed();
     let version = plan.version;
@@ -59,7 +62,17 @@ pub(super) async fn update(
 pub(super) async fn remove(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, if_match: IfMatch) -> AppResult<StatusCode> {
     let p = &app.platform;
     let mut tx = p.db.begin().await?;
-    domain::delete(&mut tx, &caller.org_id, &id, if_match.0, p.clock.now()).await?;
+    domain::delete(&mut tx, &caller.org_id, &id, if_match.0, p.clock.now(), p.payments()).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// With a payment processor, the organization's customer there exists before the request's
+/// transaction begins (see `billing_profiles::ensure_customer_committed`).
+async fn ensure_customer(app: &App, caller: &Caller) -> AppResult<()> {
+    let p = &app.platform;
+    if let (Some(stripe), true) = (&p.stripe, caller.email_verified) {
+        billing_profiles::ensure_customer_committed(&p.db, stripe, &caller.org_id, p.clock.now()).await?;
+    }
+    Ok(())
 }

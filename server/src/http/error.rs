@@ -93,6 +93,8 @@ impl From<DomainError> for AppError {
                 }
             }
             DomainError::Forbidden { code, message } => AppError::new(StatusCode::FORBIDDEN, code, message),
+            DomainError::Payment { code, field, message } => AppError::new(StatusCode::PAYMENT_REQUIRED, code, message).with_field(field),
+            DomainError::PaymentProcessor(message) => AppError::new(StatusCode::BAD_GATEWAY, ErrorCode::PaymentProcessorUnavailable, message),
             DomainError::Database(e) => AppError::internal(format!("database: {e}")),
             DomainError::Internal(detail) => AppError::internal(detail),
         }

@@ -35,7 +35,8 @@ impl FormErrors {
                 DomainError::Invalid { field, message, .. } | DomainError::Conflict { field: Some(field), message, .. } => (field.clone(), message.clone()),
                 DomainError::Conflict { message, .. } | DomainError::Forbidden { message, .. } => (String::new(), message.clone()),
                 DomainError::NotFound(what) => (String::new(), format!("{what} not found")),
-                DomainError::Missing { field, message } => (field.clone(), message.clone()),
+                DomainError::Missing { field, message } | DomainError::Payment { field, message, .. } => (field.clone(), message.clone()),
+                DomainError::PaymentProcessor(message) => (String::new(), message.clone()),
                 DomainError::Database(_) | DomainError::Internal(_) => {
                     tracing::error!(error = %e, "console request failed");
                     (String::new(), format!("Something went wrong on our side; try again (ref {}).", super::super::request_id()))

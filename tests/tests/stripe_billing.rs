@@ -1,0 +1,215 @@
+//! Billing plans as Stripe subscriptions, against localstripe (R10-R13): payment in advance,
+//! an upgrade's prorated charge, Additional Users charged in full and credited pro rata, a
+//! downgrade at the anniversary, a refused card, and a failed renewal that blocks until paid.
+//! Every amount is computed here independently and compared with what Stripe invoiced.
+
+use chrono::{DateTime, Utc};
+use matrixhost_tests::backups::{advance_clock, server_now};
+use matrixhost_tests::stripe::{LocalStripe, CARD_CHARGES_FAIL, CARD_DECLINED, CARD_OK};
+use matrixhost_tests::{assert_api_error, expect_status, timestamp, workspace_bin, Backend, Client, TestServer, Value};
+use serde_json::json;
+
+const DAY: i64 = 86_400;
+
+async fn billing_server(stripe: &LocalStripe, dir: &std::path::Path) -> TestServer {
+    let mut args = stripe.server_args(dir);
+    args.push("--test-clock".into());
+    let server = TestServer::builder(&workspace_bin("matrixhostd"), Backend::Sqlite).args(args).start().await;
+    stripe.register_webhook("matrixhost", &server.url("/v1/stripe/webhook"), matrixhost_tests::stripe::WEBHOOK_SECRET).await;
+    server
+}
+
+/// Pro rata, rounded to the nearest cent: written here again on purpose, not imported.
+fn pro_rata(amount: i64, remaining: i64, whole: i64) -> i64 {
+    ((amount as f64) * (remaining as f64) / (whole as f64)).round() as i64
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    (to - from).num_seconds()
+}
+
+fn lines(invoice: &Value) -> Vec<(String, i64)> {
+    invoice["lines"]["data"].as_array().unwrap().iter().map(|l| (l["description"].as_str().unwrap_or("").to_owned(), l["amount"].as_i64().unwrap())).collect()
+}
+
+async fn put_plan(server: &TestServer, id: &str, body: Value) -> Value {
+    let resp = server.client().put(&format!("/v1/billing-plans/{id}"), &body).await;
+    assert_eq!(resp.0.as_u16(), 200, "{:?}\n--- server log ---\n{}", resp.2, server.log());
+    resp.2
+}
+
+/// The invoices made since the last call (localstripe dates them by its own clock, to the second,
+/// so their order in its list is not the order they were made in).
+struct InvoiceWatch {
+    customer: String,
+    seen: Vec<String>,
+}
+
+impl InvoiceWatch {
+    async fn new_ones(&mut self, stripe: &LocalStripe) -> Vec<Value> {
+        let fresh: Vec<Value> = stripe.invoices(&self.customer).await.into_iter().filter(|i| !self.seen.iter().any(|s| i["id"] == s.as_str())).collect();
+        self.seen.extend(fresh.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        fresh
+    }
+}
+
+/// The customer's only live subscription at the processor.
+async fn live_subscription(stripe: &LocalStripe, customer: &str) -> Value {
+    let list = stripe.get("/v1/subscriptions", &[("customer", customer)]).await;
+    let live: Vec<&Value> = list["data"].as_array().unwrap().iter().filter(|s| s["status"] != "canceled").collect();
+    assert_eq!(live.len(), 1, "one live subscription per billing plan: {list}");
+    live[0].clone()
+}
+
+#[tokio::test]
+async fn r10_r11_upgrades_additional_users_and_downgrades_charge_and_credit_exact_amounts() {
+    let stripe = LocalStripe::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = billing_server(&stripe, dir.path()).await;
+    let client = server.client();
+
+    // R11: paid in advance, so no card, no plan.
+    let resp = client.post("/v1/billing-plans", &json!({"plan": "nickel"})).await;
+    let message = assert_api_error(&resp, 402, Some("payment_required"), Some("payment_method_id"));
+    assert!(message.contains("/console/billing"), "says where to add a card: {message}");
+
+    // A card the issuer refuses: a clear error, and nothing is created.
+    let declined = stripe.card(CARD_DECLINED).await;
+    let resp = client.post("/v1/billing-plans", &json!({"plan": "nickel", "payment_method_id": declined})).await;
+    let message = assert_api_error(&resp, 402, Some("payment_failed"), Some("payment_method_id"));
+    assert!(message.contains("declined") && message.contains("Nothing was changed"), "{message}");
+    let listed: Value = expect_status(&client.get("/v1/billing-plans").await, 200);
+    assert_eq!(listed["items"], json!([]), "nothing half-created");
+
+    // Nickel: 10 MAU + 2 Additional Users at $5.00 a month, paid now for the first month.
+    let card = stripe.card(CARD_OK).await;
+    let created: Value = expect_status(&client.post("/v1/billing-plans", &json!({"plan": "nickel", "additional_users": 2, "payment_method_id": card})).await, 201);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["card"], json!({"brand": "visa", "last4": "4242"}), "R13: brand and last four only");
+    let customer = stripe.only_customer().await;
+    let mut watch = InvoiceWatch { customer: customer.clone(), seen: vec![] };
+    let invoices = watch.new_ones(&stripe).await;
+    assert_eq!(invoices.len(), 1);
+    assert_eq!((invoices[0]["status"].as_str(), invoices[0]["total"].as_i64()), (Some("paid"), Some(12 * 500)), "{}", invoices[0]);
+    let sub = live_subscription(&stripe, &customer).await;
+    assert_eq!((sub["plan"]["id"].as_str(), sub["quantity"].as_i64()), (Some("mh_nickel_monthly"), Some(12)));
+
+    // Ten days on, an upgrade to Silver (50 MAU at $4.00): a new month starts now at 52 × $4.00,
+    // and the unused part of Nickel's month is credited on the same invoice.
+    advance_clock(&client, 10 * DAY).await;
+    let (start, end) = (timestamp(&created["current_period_start"]), timestamp(&created["current_period_end"]));
+    let upgraded = put_plan(&server, &id, json!({"plan": "silver", "additional_users": 2})).await;
+    let at = timestamp(&upgraded["current_period_start"]);
+    assert_eq!(upgraded["active_plan"], "silver", "R11: at once");
+    let credit = pro_rata(12 * 500, seconds(at, end), seconds(start, end));
+    assert!((3900..=4200).contains(&credit), "about two thirds of $60 are unused: {credit}");
+    let invoices = watch.new_ones(&stripe).await;
+    assert_eq!(invoices.len(), 1);
+    let upgrade = &invoices[0];
+    assert_eq!(upgrade["status"], "paid");
+    assert_eq!(upgrade["total"].as_i64(), Some(52 * 400 - credit), "{upgrade}");
+    assert!(lines(upgrade).iter().any(|(d, a)| d.starts_with("Unused time on Nickel × 12") && *a == -credit), "{:?}", lines(upgrade));
+
+    // Five days on, three more Additional Users: charged in full, a new month at 55 × $4.00, the
+    // unused part of the month just bought credited.
+    advance_clock(&client, 5 * DAY).await;
+    let (start, end) = (at, timestamp(&upgraded["current_period_end"]));
+    let more = put_plan(&server, &id, json!({"plan": "silver", "additional_users": 5})).await;
+    let at = timestamp(&more["current_period_start"]);
+    assert_eq!(more["mau_cap"], 55);
+    let credit = pro_rata(52 * 400, seconds(at, end), seconds(start, end));
+    let invoices = watch.new_ones(&stripe).await;
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0]["total"].as_i64(), Some(55 * 400 - credit), "{}", invoices[2]);
+
+    // Six days on, four of them removed: no charge now; their unused time is credited pro rata
+    // and settled with the next invoice (R10, R11).
+    advance_clock(&client, 6 * DAY).await;
+    let (start, end) = (at, timestamp(&more["current_period_end"]));
+    let fewer = put_plan(&server, &id, json!({"plan": "silver", "additional_users": 1})).await;
+    let at = timestamp(&fewer["updated_at"]);
+    assert_eq!(fewer["current_period_start"], more["current_period_start"], "the period stays");
+    let removed_credit = pro_rata(4 * 400, seconds(at, end), seconds(start, end));
+    assert!((1150..=1400).contains(&removed_credit), "about four fifths of a month of 4 × $4.00: {removed_credit}");
+    assert!(watch.new_ones(&stripe).await.is_empty(), "nothing charged now");
+
+    // A downgrade to Nickel waits for the anniversary (R11): nothing now, Silver stays in force.
+    let downgraded = put_plan(&server, &id, json!({"plan": "nickel", "additional_users": 1})).await;
+    assert_eq!((downgraded["active_plan"].as_str(), downgraded["pending_plan"].as_str()), (Some("silver"), Some("nickel")));
+    assert_eq!(downgraded["pending_change_at"], more["current_period_end"]);
+    assert!(watch.new_ones(&stripe).await.is_empty(), "a downgrade charges nothing now");
+    let sub = live_subscription(&stripe, &customer).await;
+    assert_eq!((sub["plan"]["id"].as_str(), sub["quantity"].as_i64()), (Some("mh_nickel_monthly"), Some(11)), "the renewal bills Nickel × 11");
+
+    // The renewal (Stripe's clock; the test plays it): Nickel × 11, less the removed users' credit.
+    let renewal = stripe.renew(&customer, sub["id"].as_str().unwrap()).await;
+    assert_eq!(renewal["status"], "paid", "{renewal}");
+    assert_eq!(renewal["total"].as_i64(), Some(11 * 500 - removed_credit), "{renewal}");
+    assert!(lines(&renewal).iter().any(|(d, a)| d.starts_with("Unused time on 4 Additional Users (Silver)") && *a == -removed_credit), "{:?}", lines(&renewal));
+
+    // At the anniversary, Nickel is in force.
+    let to_anniversary = seconds(server_now(&client).await, timestamp(&downgraded["pending_change_at"]));
+    advance_clock(&client, to_anniversary + 60).await;
+    let after: Value = expect_status(&client.get(&format!("/v1/billing-plans/{id}")).await, 200);
+    assert_eq!((after["active_plan"].as_str(), after["mau_cap"].as_i64()), (Some("nickel"), Some(11)));
+    assert!(after["pending_plan"].is_null());
+
+    // Deleting the plan ends the subscription: no renewal is charged for it.
+    expect_status(&client.delete(&format!("/v1/billing-plans/{id}")).await, 204);
+    let list = stripe.get("/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;
+    assert!(list["data"].as_array().unwrap().iter().all(|s| s["status"] == "canceled"), "{list}");
+    // R13: the card number never reached matrixhost's log.
+    assert!(!server.log().contains(CARD_OK) && !server.log().contains("424242"), "{}", server.log());
+}
+
+/// R12: a renewal that cannot be collected makes the plan `past_due` (Stripe's webhook); paying
+/// the open invoice with another card makes it `active` again.
+#[tokio::test]
+async fn r12_a_failed_renewal_is_past_due_until_paid() {
+    let stripe = LocalStripe::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = billing_server(&stripe, dir.path()).await;
+    let client = server.client();
+    // This card pays nothing: creating a plan with it fails at the first charge.
+    let failing = stripe.card(CARD_CHARGES_FAIL).await;
+    let resp = client.post("/v1/billing-plans", &json!({"plan": "silver", "payment_method_id": failing})).await;
+    assert_api_error(&resp, 402, Some("payment_failed"), Some("payment_method_id"));
+    assert!(expect_status(&client.get("/v1/billing-plans").await, 200)["items"].as_array().unwrap().is_empty());
+
+    let card = stripe.card(CARD_OK).await;
+    let plan: Value = expect_status(&client.post("/v1/billing-plans", &json!({"plan": "silver", "payment_method_id": card})).await, 201);
+    let id = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["status"], "active");
+    let customer = stripe.only_customer().await;
+    let sub = live_subscription(&stripe, &customer).await;
+
+    // The renewal is debited from an account that bounces the debit.
+    let bouncing = stripe.bouncing_debit().await;
+    stripe.post(&format!("/v1/payment_methods/{bouncing}/attach"), &[("customer", &customer)]).await;
+    stripe.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", &bouncing)]).await;
+    let renewal = stripe.renew(&customer, sub["id"].as_str().unwrap()).await;
+    assert_ne!(renewal["status"], "paid", "{renewal}");
+    let past_due = wait_for_status(&server, &id, "past_due").await;
+    assert_eq!(past_due["active_plan"], "silver");
+
+    // Paying: a working card, then the open invoice is charged.
+    let good = stripe.card(CARD_OK).await;
+    let resp = put_plan(&server, &id, json!({"plan": "silver", "payment_method_id": good})).await;
+    assert_eq!(resp["card"]["last4"], "4242");
+    let open = stripe.invoices(&customer).await.into_iter().find(|i| i["status"] == "open" && i["subscription"] == sub["id"]).expect("the unpaid renewal");
+    stripe.post(&format!("/v1/invoices/{}/pay", open["id"].as_str().unwrap()), &[]).await;
+    wait_for_status(&server, &id, "active").await;
+}
+
+async fn wait_for_status(server: &TestServer, id: &str, status: &str) -> Value {
+    let client = server.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let plan: Value = expect_status(&client.get(&format!("/v1/billing-plans/{id}")).await, 200);
+        if plan["status"] == status {
+            return plan;
+        }
+        assert!(std::time::Instant::now() < deadline, "billing plan never became {status}: {plan}\n--- server log ---\n{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
