@@ -154,6 +154,13 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+impl Client {
+    /// The API's base URL (the console is served from it too).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+}
+
 struct Inner {
     http: reqwest::Client,
     base: String,

@@ -3,6 +3,11 @@
 //
 //   node console_flow.cjs signup   sign up (a refused password first), verify through the
 //                                  mailed link, log in, create an API token
+//   node console_flow.cjs card     (billing through localstripe) a declined card is refused with
+//                                  a clear message, then a good card is saved through Stripe.js;
+//                                  the billing contact is changed and the change is logged
+//   node console_flow.cjs invoices the invoice Terraform's plan paid, the upcoming charge, and a
+//                                  link to the invoice
 //   node console_flow.cjs rest     log out, reset the password through the mailed link, log in,
 //                                  change the email address, export the data, delete the account
 //
@@ -128,6 +133,60 @@ async function signupPhase(page) {
   return { token };
 }
 
+// localstripe's Stripe.js puts plain inputs into the card element; real Stripe.js an iframe.
+async function typeCard(page, number) {
+  const element = page.locator('#card-element');
+  await element.locator('input[placeholder=number]').fill(number);
+  await element.locator('input[placeholder=exp_month]').fill('12');
+  await element.locator('input[placeholder=exp_year]').fill('34');
+  await element.locator('input[placeholder=cvc]').fill('123');
+  await element.locator('input[placeholder=postal_code]').fill('10001');
+}
+
+async function cardPhase(page) {
+  await page.goto(`${BASE}/console/billing`);
+  await expectText(page, 'No card on file yet');
+  await page.locator('#card-element input').first().waitFor();
+
+  await typeCard(page, env('DECLINED_CARD'));
+  await page.getByRole('button', { name: 'Save the card' }).click();
+  await expectText(page, 'Your card was not saved');
+  const refusal = (await page.locator('#card-errors').textContent()).trim();
+  expect(/declined/i.test(refusal) && /Nothing was charged/.test(refusal), `a clear message: ${refusal}`);
+  expect(page.url().endsWith('/console/billing'), 'the page stays');
+
+  await typeCard(page, env('GOOD_CARD'));
+  await page.getByRole('button', { name: 'Save the card' }).click();
+  await expectText(page, 'Your card was saved');
+  const onFile = (await page.locator('#card-on-file').textContent()).trim();
+  expect(onFile.includes('visa card ending in 4242'), `the card on file: ${onFile}`);
+  expect(!(await page.content()).includes(env('GOOD_CARD')), 'the number is nowhere in the page');
+
+  await page.getByLabel('Name', { exact: true }).fill('Accounts Payable');
+  await page.getByLabel('Email address for invoices').fill('ap@acme.example');
+  await page.getByRole('button', { name: 'Save the billing contact' }).click();
+  await expectText(page, 'The billing contact was saved');
+  const log = (await page.locator('#contact-log').textContent()).replace(/\s+/g, ' ');
+  expect(log.includes(EMAIL) && log.includes('ap@acme.example') && log.includes('Accounts Payable'), `the change is logged: ${log}`);
+  return { onFile, refusal };
+}
+
+async function invoicesPhase(page) {
+  await page.goto(`${BASE}/console/billing`);
+  await page.locator('#invoices').waitFor();
+  const rows = await page.locator('table').filter({ hasText: 'Total' }).locator('tbody tr').allTextContents();
+  expect(rows.length === 1 && rows[0].includes('paid'), `one paid invoice: ${rows}`);
+  const upcoming = (await page.locator('section.upcoming').first().textContent()).replace(/\s+/g, ' ');
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes('/invoices/') && r.request().method() === 'GET'),
+    page.getByRole('button', { name: 'View' }).first().click(),
+  ]);
+  const headers = response.headers();
+  await page.getByRole('heading', { name: 'Invoice' }).waitFor();
+  const invoiceText = (await page.locator('main').textContent()).replace(/\s+/g, ' ');
+  return { invoiceUrl: page.url(), robots: headers['x-robots-tag'] || '', invoiceText, upcoming, rows };
+}
+
 async function restPhase(page) {
   await page.goto(`${BASE}/console`);
   await page.getByRole('heading', { name: `Organization ${ORG}` }).waitFor();
@@ -182,9 +241,10 @@ async function restPhase(page) {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   try {
-    const context = await browser.newContext(phase === 'rest' ? { storageState: STATE_FILE, acceptDownloads: true } : { acceptDownloads: true });
+    const context = await browser.newContext(phase === 'signup' ? { acceptDownloads: true } : { storageState: STATE_FILE, acceptDownloads: true });
     const page = await context.newPage();
-    const result = phase === 'signup' ? await signupPhase(page) : await restPhase(page);
+    const phases = { signup: signupPhase, card: cardPhase, invoices: invoicesPhase, rest: restPhase };
+    const result = await phases[phase](page);
     await context.storageState({ path: STATE_FILE });
     fs.writeFileSync(OUT_FILE, JSON.stringify(result));
   } finally {

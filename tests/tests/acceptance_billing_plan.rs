@@ -158,3 +158,101 @@ resource "matrixhost_billing_plan" "b" {
     tf.assert_no_changes();
     tf.destroy();
 }
+
+/// R12 end to end, through Stripe (localstripe), the real runtime, Synapse and Terraform: a
+/// renewal that cannot be collected blocks the homeserver, Synapse refuses the login with the
+/// block message, an apply fails with a clear error; paying the open invoice lifts the block.
+#[tokio::test]
+async fn r12_a_failed_payment_blocks_the_homeserver_until_it_is_paid() {
+    use matrixhost_tests::runtime::{runtime_available, Matrix, RuntimeServer};
+    use matrixhost_tests::stripe::{LocalStripe, CARD_OK, WEBHOOK_SECRET};
+    if !runtime_available("r12_a_failed_payment_blocks_the_homeserver_until_it_is_paid") {
+        return;
+    }
+    let stripe = LocalStripe::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let args = stripe.server_args(keys.path());
+    let server = RuntimeServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    stripe.register_webhook("matrixhost", &server.url("/v1/stripe/webhook"), WEBHOOK_SECRET).await;
+    let api = server.client();
+    let card = stripe.card(CARD_OK).await;
+    let hcl = |federation: bool| {
+        format!(
+            r#"
+resource "matrixhost_billing_plan" "bp" {{
+  plan              = "nickel"
+  payment_method_id = "{card}"
+}}
+
+resource "matrixhost_homeserver" "hs" {{
+  name               = "paid"
+  region             = "us-east-1"
+  billing_plan_id    = matrixhost_billing_plan.bp.id
+  federation_enabled = {federation}
+  volume {{
+    size_gb = 1
+  }}
+  data_controller {{
+    entity_name = "Acme Corp"
+    admin_email = "it@acme.example"
+  }}
+}}
+
+resource "matrixhost_reserved_user" "ops" {{
+  homeserver_id    = matrixhost_homeserver.hs.id
+  email            = "ops@acme.example"
+  localpart        = "ops"
+  initial_password = "correct horse battery staple"
+}}
+"#
+        )
+    };
+    let tf = Terraform::new(&server);
+    tf.write_main(&hcl(true));
+    tf.init();
+    tf.apply().assert_contains("matrixhost_homeserver.hs: Creation complete");
+    let hs = tf.values("matrixhost_homeserver.hs");
+    let matrix = Matrix::new(hs["client_url"].as_str().unwrap());
+    let (status, body) = matrix.login("ops", "correct horse battery staple").await;
+    assert_eq!(status, 200, "{body}");
+
+    // The renewal is debited from an account that bounces; Stripe says so by webhook.
+    let customer = stripe.only_customer().await;
+    let subscription = stripe.get("/v1/subscriptions", &[("customer", &customer)]).await["data"][0]["id"].as_str().unwrap().to_owned();
+    let bouncing = stripe.bouncing_debit().await;
+    stripe.post(&format!("/v1/payment_methods/{bouncing}/attach"), &[("customer", &customer)]).await;
+    stripe.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", &bouncing)]).await;
+    stripe.renew(&customer, &subscription).await;
+    let id = hs["id"].as_str().unwrap().to_owned();
+    let blocked = matrixhost_tests::runtime::wait_for(&api, &id, "blocked", std::time::Duration::from_secs(90), |r| r.2["status"] == "blocked").await;
+    let reason = blocked["status_reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("R12") && reason.contains("payment"), "{reason}");
+    // Real Synapse refuses every login, with the block message.
+    let (status, body) = matrix.login("ops", "correct horse battery staple").await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_RESOURCE_LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(body["error"], reason.as_str());
+
+    // An apply on the blocked homeserver fails, and says what to do.
+    tf.write_main(&hcl(false));
+    let out = tf.apply_fails();
+    out.assert_contains("a payment failed").assert_contains("/console/billing").assert_contains("R12");
+
+    // Paid: the open renewal is charged to a working card; the block lifts, logins work again.
+    let good = stripe.card(CARD_OK).await;
+    stripe.post(&format!("/v1/payment_methods/{good}/attach"), &[("customer", &customer)]).await;
+    stripe.post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", &good)]).await;
+    let open = stripe.invoices(&customer).await.into_iter().find(|i| i["status"] == "open").expect("the unpaid renewal");
+    stripe.post(&format!("/v1/invoices/{}/pay", open["id"].as_str().unwrap()), &[]).await;
+    matrixhost_tests::runtime::wait_for(&api, &id, "running", std::time::Duration::from_secs(90), |r| r.2["status"] == "running").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = matrix.login("ops", "correct horse battery staple").await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "logins did not come back: {status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    tf.apply().assert_contains("Apply complete");
+    tf.assert_no_changes();
+}

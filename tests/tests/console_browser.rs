@@ -8,6 +8,7 @@ use std::process::Command;
 
 use matrixhost_tests::backups::advance_clock;
 use matrixhost_tests::mail::{wait_for_mail, SmtpServer};
+use matrixhost_tests::stripe::{LocalStripe, CARD_DECLINED, CARD_OK, WEBHOOK_SECRET};
 use matrixhost_tests::terraform::Terraform;
 use matrixhost_tests::{assert_api_error, expect_status, tools_dir, workspace_bin, workspace_root, Backend, TestServer, Value};
 
@@ -34,6 +35,8 @@ fn browser_phase(phase: &str, server: &TestServer, smtp: &SmtpServer, work: &Pat
         .env("ORG", "acme")
         .env("PASSWORD", PASSWORD)
         .env("NEW_PASSWORD", NEW_PASSWORD)
+        .env("DECLINED_CARD", CARD_DECLINED)
+        .env("GOOD_CARD", CARD_OK)
         .output()
         .expect("running node");
     assert!(
@@ -80,4 +83,61 @@ async fn a_customer_goes_from_sign_up_to_deletion_in_a_real_browser() {
     for secret in [PASSWORD, NEW_PASSWORD, &token[3..]] {
         assert!(!server.log().contains(secret), "a secret reached the server log");
     }
+}
+
+/// R13 in a real browser: the card goes from Stripe.js (localstripe's) to Stripe, never to
+/// matrixhost; a declined card gets a clear message; the billing contact's change is logged; a
+/// plan Terraform makes is paid with the card on file; its invoice is reached through a link
+/// that is long, unindexed and expiring.
+#[tokio::test]
+async fn a_card_goes_through_stripe_js_and_invoices_open_through_expiring_links() {
+    let smtp = SmtpServer::start().await;
+    let stripe = LocalStripe::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = stripe.server_args(dir.path());
+    args.extend(["--test-clock".to_owned(), "--smtp-url".to_owned(), smtp.url()]);
+    let server = TestServer::builder(&workspace_bin("matrixhostd"), Backend::Sqlite).args(args).start().await;
+    stripe.register_webhook("matrixhost", &server.url("/v1/stripe/webhook"), WEBHOOK_SECRET).await;
+    let work = tempfile::tempdir().unwrap();
+
+    let token = browser_phase("signup", &server, &smtp, work.path())["token"].as_str().unwrap().to_owned();
+    let card = browser_phase("card", &server, &smtp, work.path());
+    assert!(card["refusal"].as_str().unwrap().contains("Your card was declined."), "{card}");
+
+    // Terraform's plan is paid in advance with the card on file: Nickel, 10 × $5.00.
+    let tf = Terraform::with_credentials(Some(&server.base_url()), Some(&token));
+    tf.write_main("resource \"matrixhost_billing_plan\" \"bp\" {\n  plan = \"nickel\"\n}\n");
+    tf.init();
+    tf.apply().assert_contains("Creation complete");
+    let values = tf.values("matrixhost_billing_plan.bp");
+    assert_eq!((values["card_brand"].as_str(), values["card_last4"].as_str()), (Some("visa"), Some("4242")), "{values}");
+
+    let seen = browser_phase("invoices", &server, &smtp, work.path());
+    assert!(seen["robots"].as_str().unwrap().contains("noindex"), "{seen}");
+    let text = seen["invoiceText"].as_str().unwrap();
+    assert!(text.contains("$50.00") && text.contains("Nickel") && text.contains("paid"), "{text}");
+    assert!(seen["upcoming"].as_str().unwrap().contains("$50.00"), "the next month: {seen}");
+    let url = seen["invoiceUrl"].as_str().unwrap().to_owned();
+    let secret = url.rsplit('/').next().unwrap();
+    assert!(secret.len() >= 43 && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "at least 256 bits: {url}");
+
+    // The link works without a session (it can go to whoever pays), is never indexed or cached.
+    let http = reqwest::Client::new();
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["x-robots-tag"].to_str().unwrap().contains("noindex"));
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let robots = http.get(server.url("/robots.txt")).send().await.unwrap().text().await.unwrap();
+    assert!(robots.contains("Disallow: /invoices/"), "{robots}");
+    // A guessed link and, a week later, the real one: not found.
+    let guessed = format!("{}/invoices/{}", server.base_url(), "0".repeat(secret.len()));
+    assert_eq!(http.get(&guessed).send().await.unwrap().status(), 404);
+    advance_clock(&server.client(), 7 * 86_400 + 60).await;
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 404, "links expire");
+
+    // The billing contact's address became the Stripe customer's; the card number never
+    // reached matrixhost (R13).
+    let customer = stripe.get(&format!("/v1/customers/{}", stripe.only_customer().await), &[]).await;
+    assert_eq!(customer["email"], "ap@acme.example");
+    assert!(!server.log().contains(CARD_OK) && !server.log().contains(CARD_DECLINED), "{}", server.log());
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use matrixhost_tests::backups::{advance_clock, server_now};
 use matrixhost_tests::stripe::{LocalStripe, CARD_CHARGES_FAIL, CARD_DECLINED, CARD_OK};
-use matrixhost_tests::{assert_api_error, expect_status, timestamp, workspace_bin, Backend, Client, TestServer, Value};
+use matrixhost_tests::{assert_api_error, expect_status, timestamp, workspace_bin, Backend, TestServer, Value};
 use serde_json::json;
 
 const DAY: i64 = 86_400;

@@ -1,7 +1,7 @@
 //! `matrixhost_billing_plan`: a subscription to a plan tier (R5, R10, R11, R13).
 
 use async_trait::async_trait;
-use matrixhost_api::{AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, PaymentMethodId, PlanTier};
+use matrixhost_api::{AdditionalUsers, BillingPeriod, BillingPlan, BillingStatus, BillingPlanCreate, PaymentMethodId, PlanTier};
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::Schema;
 use tf_provider::Diagnostics;
@@ -31,6 +31,8 @@ pub struct BillingPlanState {
     pub current_period_start: VS,
     pub current_period_end: VS,
     pub mau_cap: VN,
+    pub card_brand: VS,
+    pub card_last4: VS,
 }
 
 
@@ -69,7 +71,7 @@ impl ApiResource for BillingPlanResource {
 
     fn schema() -> Schema {
         BlockBuilder::new(
-            "A subscription to a matrixhost plan tier. Each homeserver needs its own billing plan. Payment is in advance for each billing period (R11): an upgrade applies at once, a downgrade plans as an in-place update and takes effect at the subscription's anniversary, so `active_plan` keeps the old tier until `pending_change_at`. An update returns once the homeserver paying with the plan runs with it (its MAU cap and resource limits), so the next plan is empty and users see the change at once.",
+            "A subscription to a matrixhost plan tier. Each homeserver needs its own billing plan. Payment is in advance for each billing period (R11), from the organization's card on file (added on the console's billing page) or the card named by `payment_method_id`; a refused card fails the apply and changes nothing. An upgrade or more `additional_users` start a new period now, paid in full, with the unused time of the old one credited; fewer `additional_users` are credited pro rata on the next invoice (R10). A downgrade plans as an in-place update and takes effect at the subscription's anniversary, so `active_plan` keeps the old tier until `pending_change_at`. An update returns once the homeserver paying with the plan runs with it (its MAU cap and resource limits), so the next plan is empty and users see the change at once.",
         )
         .computed("id", T::String, "The billing plan's id (`bp_...`).")
         .required("plan", T::String, "The plan tier from the catalog, e.g. `nickel`, `silver`, `gold`, `platinum` (see the `matrixhost_plans` data source). Changing it is an in-place update: an upgrade applies at once; a downgrade waits for the anniversary (R11).")
@@ -83,6 +85,8 @@ impl ApiResource for BillingPlanResource {
         .computed("current_period_start", T::String, "Start of the current paid period (RFC 3339).")
         .computed("current_period_end", T::String, "End of the current paid period: the subscription's anniversary and next payment date (RFC 3339).")
         .computed("mau_cap", T::Number, "The MAU cap in force: the active plan's MAU plus `additional_users` (R5, R10).")
+        .computed("card_brand", T::String, "The brand of the card payments are taken from (the organization's card on file), e.g. `visa`; empty when the server takes no payments.")
+        .computed("card_last4", T::String, "The last four digits of that card (R13: matrixhost keeps nothing more of it).")
         .schema()
     }
 
@@ -156,6 +160,8 @@ impl ApiResource for BillingPlanResource {
             current_period_start: s(ts(bp.current_period_start)),
             current_period_end: s(ts(bp.current_period_end)),
             mau_cap: Value::Value(Num::int(i64::from(bp.mau_cap))),
+            card_brand: opt_s(bp.card.as_ref().map(|c| &c.brand)),
+            card_last4: opt_s(bp.card.as_ref().map(|c| &c.last4)),
         }
     }
 
@@ -181,10 +187,16 @@ impl ApiResource for BillingPlanResource {
 
     /// An update returns once the homeserver it pays for runs with the new cap and limits.
     async fn settle(client: &Client, diags: &mut Diagnostics, write: Write, bp: BillingPlan, _prior: Option<&BillingPlanState>, _planned: &BillingPlanState) -> Option<BillingPlan> {
-        if write == Write::Create {
-            return Some(bp);
+        let bp = if write == Write::Create { bp } else { wait_applied(diags, client, &path(&bp.id), "billing plan change", bp, APPLY_WAIT_LIMIT).await };
+        if bp.status == BillingStatus::PastDue {
+            // R12: the change is applied, but nothing on the plan works until it is paid.
+            diag::root_error(
+                diags,
+                format!("Billing plan {}: a payment failed", bp.id),
+                format!("The last payment for this billing plan failed, so its homeserver is blocked for all users until it is paid (R12). Pay the open invoice, or replace the card, on the console's billing page ({}/console/billing).", client.base_url()),
+            );
         }
-        Some(wait_applied(diags, client, &path(&bp.id), "billing plan change", bp, APPLY_WAIT_LIMIT).await)
+        Some(bp)
     }
 
     async fn lookup(client: &Client, id: &str) -> Result<Result<Option<BillingPlan>, ApiFailure>, String> {
@@ -198,6 +210,8 @@ fn unknown_derived(planned: &mut BillingPlanState) {
         unknown(v);
     }
     unknown(&mut planned.mau_cap);
+    unknown(&mut planned.card_brand);
+    unknown(&mut planned.card_last4);
 }
 
 #[cfg(test)]

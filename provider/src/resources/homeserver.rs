@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use matrixhost_api::{
-    DataController, Email, EmailDomain, Encrypted, EntityName, Homeserver, HomeserverCreate, HomeserverName,
+    BillingPlan, BillingStatus, DataController, Email, EmailDomain, Encrypted, EntityName, Homeserver, HomeserverCreate, HomeserverName,
     HomeserverSettings, HomeserverStatus, RegionCode, Registration, RegistrationPolicy, ServerName, Volume,
     VolumeSizeGb,
 };
@@ -347,7 +347,22 @@ async fn finish(diags: &mut Diagnostics, client: &Client, hs: Homeserver, limit:
     match wait_running(client, hs, limit, settle).await {
         Waited::Running(h) => Some(h),
         Waited::Blocked(h) => {
-            diag::root_warning(diags, format!("Homeserver `{name}` is blocked"), format!("The {what} was applied, but the homeserver is blocked for all users: {}", reason(&h)));
+            // R12: an unpaid billing plan is the customer's to fix, and nothing works until
+            // then: an error. Other blocks (a full volume, the operator) say why and let the
+            // apply finish.
+            let plan: Option<BillingPlan> = client.get(&format!("/v1/billing-plans/{}", seg(&h.billing_plan_id))).await.ok();
+            match plan {
+                Some(plan) if plan.status == BillingStatus::PastDue => diag::root_error(
+                    diags,
+                    format!("Homeserver `{name}` is blocked: a payment failed"),
+                    format!(
+                        "The {what} was applied, but the last payment for billing plan {} failed, so the homeserver is blocked for all users until it is paid (R12). Pay the open invoice, or replace the card, on the console's billing page ({}/console/billing); the homeserver unblocks within a minute, then apply again.",
+                        plan.id,
+                        client.base_url()
+                    ),
+                ),
+                _ => diag::root_warning(diags, format!("Homeserver `{name}` is blocked"), format!("The {what} was applied, but the homeserver is blocked for all users: {}", reason(&h))),
+            }
             Some(h)
         }
         Waited::Failed(h) => {

@@ -22,6 +22,15 @@ pub struct Payments<'a> {
     pub console_url: &'a str,
 }
 
+/// Who is billed, through what, and when: what every call to the processor for one request
+/// shares.
+#[derive(Clone, Copy)]
+struct Billed<'a> {
+    payments: Payments<'a>,
+    org_id: &'a str,
+    now: DateTime<Utc>,
+}
+
 /// The Stripe subscription a billing plan is, and what its next renewal bills.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StripeLink {
@@ -264,7 +273,8 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
     if let Some(payments) = payments {
         sub.card = Some(prepare_card(tx, payments, org_id, sub.payment_method_id.as_ref(), now).await?);
         let billing = Billing { active: plan, renewal: plan, period: sub.billing_period, additional_users: sub.additional_users.get() };
-        sub.stripe = Some(subscribe(tx, payments, org_id, &sub.id, &billing, None, "payment_method_id", now).await?);
+        let who = Billed { payments, org_id, now };
+        sub.stripe = Some(subscribe(tx, who, &sub.id, &billing, None, "payment_method_id").await?);
     }
     let stripe = sub.stripe.clone();
     sqlx::query(&format!("INSERT INTO billing_plans (org_id, {COLUMNS}, applied_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"))
@@ -310,17 +320,8 @@ async fn prepare_card(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, giv
 /// A Stripe subscription billing `billing`: charged now for a period starting now, or, with
 /// `first_charge_at`, first charged then (what a renewal bills after a change that waits for the
 /// anniversary). Its first invoice is kept.
-#[allow(clippy::too_many_arguments)]
-async fn subscribe(
-    tx: &mut Tx<'_>,
-    payments: Payments<'_>,
-    org_id: &str,
-    billing_plan_id: &str,
-    billing: &Billing<'_>,
-    first_charge_at: Option<DateTime<Utc>>,
-    field: &str,
-    now: DateTime<Utc>,
-) -> DomainResult<StripeLink> {
+async fn subscribe(tx: &mut Tx<'_>, who: Billed<'_>, billing_plan_id: &str, billing: &Billing<'_>, first_charge_at: Option<DateTime<Utc>>, field: &str) -> DomainResult<StripeLink> {
+    let Billed { payments, org_id, now } = who;
     let stripe = payments.stripe;
     let customer = billing_profiles::ensure_customer(tx, stripe, org_id, now).await?;
     let (plan, quantity) = match first_charge_at {
@@ -364,7 +365,8 @@ async fn subscribe(
 /// R10, R11 with a payment processor: charges or credits the change from `before` to `sub` and
 /// leaves the Stripe subscription billing what the next renewal must. A refused charge changes
 /// nothing.
-async fn settle_with_processor(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, before: &Subscription, sub: &mut Subscription, field: &str, now: DateTime<Utc>, catalog: &Catalog) -> DomainResult<()> {
+async fn settle_with_processor(tx: &mut Tx<'_>, who: Billed<'_>, before: &Subscription, sub: &mut Subscription, field: &str, catalog: &Catalog) -> DomainResult<()> {
+    let Billed { payments, org_id, now } = who;
     let Some(old) = before.stripe.clone() else { return Ok(()) };
     let stripe = payments.stripe;
     if sub.payment_method_id != before.payment_method_id {
@@ -392,7 +394,7 @@ async fn settle_with_processor(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: 
         Settlement::NewPeriod { credit } => {
             billing_profiles::require_card(&billing_profiles::get(tx, org_id).await?, payments.console_url)?;
             let item = stripe.create_invoice_item(&customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
-            match subscribe(tx, payments, org_id, &sub.id, &will, None, field, now).await {
+            match subscribe(tx, who, &sub.id, &will, None, field).await {
                 Ok(new) => retired.push(std::mem::replace(&mut link, new).subscription_id),
                 Err(e) => {
                     // The credit belongs to this change; it must not reach a later invoice.
@@ -415,7 +417,7 @@ async fn settle_with_processor(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: 
     // What the next renewal bills: a pending downgrade, fewer users.
     let renewal_plan = charges::stripe_plan_id(will.renewal, will.period);
     if renewal_plan != link.plan_id || will.renewal_quantity() != link.quantity {
-        let new = subscribe(tx, payments, org_id, &sub.id, &will, Some(sub.current_period_end), field, now).await?;
+        let new = subscribe(tx, who, &sub.id, &will, Some(sub.current_period_end), field).await?;
         retired.push(std::mem::replace(&mut link, new).subscription_id);
     }
     for replaced in &retired {
@@ -500,7 +502,7 @@ pub async fn update(
         } else {
             field
         };
-        settle_with_processor(tx, payments, org_id, &before, &mut sub, field, now, catalog).await?;
+        settle_with_processor(tx, Billed { payments, org_id, now }, &before, &mut sub, field, catalog).await?;
     }
     sub.version += 1;
     sub.updated_at = now;
@@ -552,6 +554,31 @@ pub async fn delete(tx: &mut Tx<'_>, org_id: &str, id: &str, expected_version: O
     }
     sqlx::query("DELETE FROM billing_plans WHERE id = $1").bind(&sub.id).execute(&mut **tx).await?;
     tracing::info!(billing_plan_id = %sub.id, "deleted billing plan");
+    Ok(())
+}
+
+/// The organization's plans billed through Stripe: (billing plan id, end of the paid period,
+/// Stripe subscription id).
+pub async fn stripe_links(db: &Db, org_id: &str, now: DateTime<Utc>) -> DomainResult<Vec<(String, DateTime<Utc>, String)>> {
+    let rows = sqlx::query(&format!("SELECT {READ_COLUMNS} FROM billing_plans WHERE org_id = $1 AND stripe_subscription_id IS NOT NULL ORDER BY id")).bind(org_id).fetch_all(db).await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let mut sub = Subscription::from_row(r)?;
+        sub.settle(now);
+        if let Some(link) = sub.stripe {
+            out.push((sub.id, sub.current_period_end, link.subscription_id));
+        }
+    }
+    Ok(out)
+}
+
+/// R12: records a payment matrixhost itself collected (the customer paid an open invoice) for
+/// the billing plan that is `subscription`, before Stripe's event about it arrives.
+pub async fn record_payment_of_subscription(tx: &mut Tx<'_>, subscription: &str, failed: bool) -> DomainResult<()> {
+    let id: Option<String> = sqlx::query_scalar("SELECT id FROM billing_plans WHERE stripe_subscription_id = $1").bind(subscription).fetch_optional(&mut **tx).await?;
+    if let Some(id) = id {
+        record_payment(tx, &id, failed, None).await?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! equal the browser's CSRF cookie (double submit; the cookie is HttpOnly and SameSite=Lax).
 
 mod account;
+mod billing;
 mod home;
 mod invite;
 mod login;
@@ -44,6 +45,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(signup::routes())
         .merge(login::routes())
         .merge(account::routes())
+        .merge(billing::routes())
         .merge(tokens::routes())
         .merge(home::routes())
         .merge(invite::routes())

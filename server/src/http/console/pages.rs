@@ -74,6 +74,7 @@ pub fn layout(title: &str, viewer: &Viewer<'_>, body: Markup) -> Markup {
                         @if let Some(email) = viewer.email {
                             a href="/console" { "Homeservers" }
                             a href="/console/tokens" { "API tokens" }
+                            a href="/console/billing" { "Billing" }
                             a href="/console/account" { "Account" }
                             span class="who" { (email) }
                             form method="post" action="/console/logout" class="inline" {
@@ -231,6 +232,8 @@ a:focus, input:focus, button:focus { outline: 3px solid #ffbf47; outline-offset:
 button { font-size: 1em; padding: .45em 1em; background: #12355b; color: #fff; border: 0; cursor: pointer; }
 button.danger { background: #b3261e; }
 form.inline { display: inline; }
+.card-element { padding: .5em; border: 1px solid #767676; border-radius: 4px; margin: .5em 0; }
+.card-element input { margin-right: .4em; }
 nav form.inline button { background: transparent; border: 1px solid #fff; padding: .2em .7em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4em .6em; border-bottom: 1px solid #ddd; vertical-align: top; }
