@@ -8,6 +8,9 @@
 # the new homeserver through the Matrix client API.
 #
 #   MATRIXHOST_DEMO_PORT=8787  port for matrixhostd
+#   MATRIXHOST_DEMO_STRIPE_PORT=8788
+#                              port for localstripe, the Stripe emulator that
+#                              billing goes through (a test card pays)
 #   MATRIXHOST_DEMO_EXIT=1     stop matrixhostd after the demo instead of
 #                              staying up (also the default when CI is set)
 #   MATRIXHOST_DEMO_ONBOARD=signup
@@ -28,6 +31,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PORT="${MATRIXHOST_DEMO_PORT:-8787}"
+STRIPE_PORT="${MATRIXHOST_DEMO_STRIPE_PORT:-8788}"
+STRIPE_URL="http://127.0.0.1:$STRIPE_PORT"
 BASE="http://127.0.0.1:$PORT"
 STATE_DIR="$ROOT/.state/demo"
 PID_FILE="$STATE_DIR/matrixhostd.pid"
@@ -134,7 +139,36 @@ if [[ ! -S "$STATE_DIR/run/agent.sock" ]]; then
 fi
 echo "matrixhost-agent is up (pid $AGENT_PID, log $(rel "$AGENT_LOG_FILE"))"
 
-"$SERVER_BIN" serve --dev --state-dir "$STATE_DIR" --listen "127.0.0.1:$PORT" >"$LOG_FILE" 2>&1 &
+section "start: localstripe (Stripe's API, emulated) on $STRIPE_URL"
+stop_previous "$STATE_DIR/localstripe.pid" "localstripe"
+if curl -s -o /dev/null --max-time 2 "$STRIPE_URL/js.stripe.com/v3/"; then
+    die "something is already listening on $STRIPE_URL; set MATRIXHOST_DEMO_STRIPE_PORT to another port"
+fi
+# localstripe keeps its state in /tmp/localstripe.pickle, a fixed path; in a
+# mount namespace of its own its /tmp is .state/demo/localstripe/, so the
+# emulator's customers and subscriptions survive reruns as matrixhostd's do.
+mkdir -p "$STATE_DIR/localstripe"
+unshare --mount --propagation private -- sh -c 'mount --bind "$1" /tmp && shift && exec "$@"' sh \
+    "$STATE_DIR/localstripe" "$ROOT/.tools/bin/localstripe" --port "$STRIPE_PORT" >"$STATE_DIR/localstripe.log" 2>&1 &
+STRIPE_PID=$!
+printf '%s\n' "$STRIPE_PID" >"$STATE_DIR/localstripe.pid"
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null --max-time 1 "$STRIPE_URL/js.stripe.com/v3/" && break
+    kill -0 "$STRIPE_PID" 2>/dev/null || die "localstripe did not start: $(tail -n 5 "$STATE_DIR/localstripe.log")"
+    sleep 0.2
+done
+# The keys are the emulator's test keys; the secret ones live in 0600 files.
+(
+    umask 077
+    printf 'sk_test_matrixhost_demo' >"$STATE_DIR/stripe-secret-key"
+    [[ -s "$STATE_DIR/stripe-webhook-secret" ]] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' | sed 's/^/whsec_/' >"$STATE_DIR/stripe-webhook-secret"
+)
+chown matrixhost "$STATE_DIR/stripe-secret-key" "$STATE_DIR/stripe-webhook-secret" 2>/dev/null || true
+
+"$SERVER_BIN" serve --dev --state-dir "$STATE_DIR" --listen "127.0.0.1:$PORT" \
+    --stripe-api-url "$STRIPE_URL" --stripe-secret-key-file "$STATE_DIR/stripe-secret-key" \
+    --stripe-publishable-key pk_test_matrixhost_demo --stripe-webhook-secret-file "$STATE_DIR/stripe-webhook-secret" \
+    >"$LOG_FILE" 2>&1 &
 SERVER_PID=$!
 printf '%s\n' "$SERVER_PID" >"$PID_FILE"
 
@@ -143,6 +177,10 @@ WORK="$(mktemp -d)"
 cleanup() {
     stop_pid "$SERVER_PID"
     stop_pid "$AGENT_PID"
+    stop_pid "$STRIPE_PID"
+    if [[ "$(cat "$STATE_DIR/localstripe.pid" 2>/dev/null || true)" == "$STRIPE_PID" ]]; then
+        rm -f "$STATE_DIR/localstripe.pid"
+    fi
     # A newer demo run may have replaced us and written its own pid files.
     if [[ "$(cat "$PID_FILE" 2>/dev/null || true)" == "$SERVER_PID" ]]; then
         rm -f "$PID_FILE"
@@ -173,6 +211,11 @@ fi
 echo "matrixhostd is up (pid $SERVER_PID, user $(ps -o user= -p "$SERVER_PID" | tr -d ' '), log $(rel "$LOG_FILE"))"
 [[ -s "$TOKEN_FILE" ]] || die "no dev token at $(rel "$TOKEN_FILE")"
 echo "console: $BASE/console (mail goes to $(rel "$STATE_DIR/api/maildir"))"
+# Stripe delivers its events (a paid or failed invoice) to matrixhostd's webhook.
+curl -s -o /dev/null --fail -X POST "$STRIPE_URL/_config/webhooks/matrixhost" \
+    --data-urlencode "url=$BASE/v1/stripe/webhook" --data-urlencode "secret@$STATE_DIR/stripe-webhook-secret" \
+    || die "could not register matrixhostd's webhook with localstripe"
+echo "billing: through localstripe at $STRIPE_URL (webhook registered)"
 
 if [[ "$ONBOARD" == "signup" ]]; then
     section "onboard: a customer signs up through the console"
@@ -222,6 +265,18 @@ rm -f "$WORKDIR"/*.tf
 cp "$EXAMPLE"/*.tf "$WORKDIR"/
 echo "working directory: $(rel "$WORKDIR") (a copy of examples/quickstart)"
 
+# The card a customer would type into the console's Stripe.js form; here made
+# through the emulator's API with Stripe's test number. Only its id reaches
+# Terraform and matrixhost (R13).
+# A rerun reuses the first run's card, so it plans no change.
+if [[ ! -s "$STATE_DIR/payment-method" ]]; then
+    curl -s --fail -u sk_test_matrixhost_demo: "$STRIPE_URL/v1/payment_methods" \
+        -d type=card -d 'card[number]=4242424242424242' -d 'card[exp_month]=12' -d 'card[exp_year]=2034' -d 'card[cvc]=123' \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' >"$STATE_DIR/payment-method" \
+        || die "localstripe made no payment method"
+fi
+PAYMENT_METHOD="$(cat "$STATE_DIR/payment-method")"
+
 # tf ARGS...: runs Terraform 1.0.3 in the working directory with the
 # mirror, the endpoint and, from its file, the token.
 tf() {
@@ -231,6 +286,7 @@ tf() {
             MATRIXHOST_ENDPOINT="$BASE" \
             MATRIXHOST_TOKEN="$(tr -d '[:space:]' <"$TOKEN_FILE")" \
             TF_VAR_admin_email="$ADMIN_EMAIL" \
+            TF_VAR_payment_method_id="$PAYMENT_METHOD" \
             "$TERRAFORM" "$@"
     )
 }

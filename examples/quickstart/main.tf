@@ -1,8 +1,10 @@
 # The smallest working homeserver: a Nickel subscription (10 monthly active users), a homeserver
 # in us-east-1 on a 1 GB encrypted volume, and one reserved admin account to log in with.
 
+# Paid in advance each month (R11), from the card on file or the one named here.
 resource "matrixhost_billing_plan" "this" {
-  plan = "nickel"
+  plan              = "nickel"
+  payment_method_id = var.payment_method_id
 }
 
 resource "matrixhost_homeserver" "this" {

@@ -25,3 +25,14 @@ variable "admin_email" {
     error_message = "The admin_email must be an email address."
   }
 }
+
+variable "payment_method_id" {
+  description = "A card for the subscription, as the payment processor's payment-method id (pm_...). Leave it null to pay with the card on file from the console's billing page. Card numbers never go into Terraform (R13)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.payment_method_id == null || can(regex("^pm_[A-Za-z0-9_]{1,64}$", var.payment_method_id))
+    error_message = "The payment_method_id must be a payment processor id (pm_...), never a card number (R13)."
+  }
+}

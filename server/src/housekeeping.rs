@@ -46,6 +46,11 @@ async fn round(p: &Platform) -> anyhow::Result<()> {
     sessions::rotate_keys(&p.db, &p.sealer, now).await?;
     sessions::prune(&p.db, now).await?;
     account_links::prune(&p.db, now).await?;
+    {
+        let mut tx = p.db.begin().await?;
+        crate::domain::invoices::prune_links(&mut tx, now).await?;
+        tx.commit().await?;
+    }
     let mut erased = false;
     for account in accounts::due_for_erasure(&p.db, now).await? {
         match erase(p, &account).await {
@@ -106,6 +111,18 @@ async fn erase(p: &Platform, account: &accounts::Account) -> anyhow::Result<bool
     }
     for backup in backups::erasable_of_org(&p.db, &account.org_id, now).await? {
         crate::backup::delete_backup(p, &backup).await?;
+    }
+    // The processor's customer goes too (with it its subscriptions and cards); invoices Stripe
+    // must keep for the law stay with Stripe.
+    if let Some(stripe) = &p.stripe {
+        let mut tx = p.db.begin().await?;
+        let profile = crate::domain::billing_profiles::get(&mut tx, &account.org_id).await?;
+        drop(tx);
+        if let Some(customer) = profile.stripe_customer_id {
+            if let Err(e) = stripe.delete_customer(&customer).await {
+                anyhow::ensure!(e.status == 404, "could not delete the organization's payment processor customer: {e}");
+            }
+        }
     }
     Ok(accounts::erase_records(&p.db, &p.sealer, account, now).await?)
 }

@@ -242,6 +242,11 @@ impl StripeApi {
         self.post("/v1/customers", Form::new().set("email", email).set("metadata[org_id]", org_id)).await
     }
 
+    /// R18: the customer and what Stripe holds under it (cards, subscriptions) go.
+    pub async fn delete_customer(&self, customer: &str) -> StripeResult<()> {
+        self.delete(&format!("/v1/customers/{customer}")).await.map(|_| ())
+    }
+
     pub async fn update_customer_email(&self, customer: &str, email: &str) -> StripeResult<()> {
         self.post::<Customer>(&format!("/v1/customers/{customer}"), Form::new().set("email", email)).await.map(|_| ())
     }

@@ -24,6 +24,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 pub use chrono;
+
+/// Whether the tests run as root (the effective uid, from /proc).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok()))
+        == Some(0)
+}
 pub use reqwest;
 pub use reqwest::header::HeaderMap;
 pub use reqwest::{Method, StatusCode};

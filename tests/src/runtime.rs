@@ -12,7 +12,7 @@ use crate::{Backend, Client, TestServer};
 /// and the Synapse venv. Without them the test is skipped loudly, except in CI, where it fails.
 pub fn runtime_available(test: &str) -> bool {
     let python = crate::workspace_root().join(".tools/synapse-venv/bin/python");
-    let root = unsafe_geteuid() == 0;
+    let root = crate::running_as_root();
     let loops = Path::new("/dev/loop-control").exists();
     let bwrap = Path::new("/usr/bin/bwrap").exists();
     let user = std::fs::read_to_string("/etc/passwd").unwrap_or_default().lines().any(|l| l.starts_with(&format!("{}:", crate::SERVICE_USER)));
@@ -36,12 +36,6 @@ pub fn runtime_available(test: &str) -> bool {
     false
 }
 
-fn unsafe_geteuid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok()))
-        .unwrap_or(u32::MAX)
-}
 
 /// A `matrixhostd` that really runs homeservers. Cleans up every tenant resource when dropped.
 pub struct RuntimeServer {

@@ -26,6 +26,8 @@ pub struct LocalStripe {
     child: Child,
     port: u16,
     http: reqwest::Client,
+    /// Its private /tmp (see `start`).
+    _tmp: tempfile::TempDir,
 }
 
 impl LocalStripe {
@@ -33,14 +35,19 @@ impl LocalStripe {
         let bin = crate::tools_dir().join("bin/localstripe");
         assert!(bin.exists(), "{} is missing; run scripts/setup.sh", bin.display());
         let port = crate::free_port();
-        // --from-scratch: never the state another run saved.
-        let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--from-scratch"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting localstripe");
-        let stripe = LocalStripe { child, port, http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap() };
+        // localstripe saves its state to the fixed path /tmp/localstripe.pickle after every
+        // write; as root each instance gets a /tmp of its own (a mount namespace), so tests
+        // running side by side never share it. --from-scratch: never read another run's state.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = if crate::running_as_root() {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount --bind \"$1\" /tmp && shift && exec \"$@\"", "sh"]).arg(tmp.path()).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let child = command.args(["--port", &port.to_string(), "--from-scratch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting localstripe");
+        let stripe = LocalStripe { child, port, http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap(), _tmp: tmp };
         crate::wait_for_port(port, "localstripe", Duration::from_secs(30)).await;
         stripe
     }

@@ -154,6 +154,15 @@ async fn r10_r11_upgrades_additional_users_and_downgrades_charge_and_credit_exac
     assert_eq!((after["active_plan"].as_str(), after["mau_cap"].as_i64()), (Some("nickel"), Some(11)));
     assert!(after["pending_plan"].is_null());
 
+    // Someone else's card (attached to another Stripe customer) is as good as unknown here.
+    let stranger = stripe.post("/v1/customers", &[("email", "mallory@evil.example")]).await;
+    let theirs = stripe.card(CARD_OK).await;
+    stripe.post(&format!("/v1/payment_methods/{theirs}/attach"), &[("customer", stranger["id"].as_str().unwrap())]).await;
+    let resp = server.client().put(&format!("/v1/billing-plans/{id}"), &json!({"plan": "nickel", "additional_users": 1, "payment_method_id": theirs})).await;
+    assert_api_error(&resp, 404, Some("not_found"), Some("payment_method_id"));
+    let unchanged: Value = expect_status(&client.get(&format!("/v1/billing-plans/{id}")).await, 200);
+    assert_eq!(unchanged["card"]["last4"], "4242");
+
     // Deleting the plan ends the subscription: no renewal is charged for it.
     expect_status(&client.delete(&format!("/v1/billing-plans/{id}")).await, 204);
     let list = stripe.get("/v1/subscriptions", &[("customer", &customer), ("status", "all")]).await;

@@ -382,6 +382,9 @@ impl Accounts<'_> {
             "organization": rows(self.db, "SELECT id, name, email, email_verified, created_at FROM organizations WHERE id = $1", org).await?.pop(),
             "billing_plans": rows(self.db, "SELECT id, plan, active_plan, pending_plan, billing_period, additional_users, payment_method_id, status, \
                 anniversary_anchor, current_period_start, current_period_end, created_at, updated_at FROM billing_plans WHERE org_id = $1 ORDER BY id", org).await?,
+            "billing_profile": rows(self.db, "SELECT contact_name, contact_email, card_brand, card_last4, updated_at FROM billing_profiles WHERE org_id = $1", org).await?.pop(),
+            "billing_contact_changes": rows(self.db, "SELECT changed_by, changed_at, field, old_value, new_value FROM billing_contact_changes WHERE org_id = $1 ORDER BY changed_at, id", org).await?,
+            "invoices": rows(self.db, "SELECT id, status, total_cents, amount_due_cents, amount_paid_cents, currency, created_at FROM invoices WHERE org_id = $1 ORDER BY created_at, id", org).await?,
             "homeservers": rows(self.db, "SELECT id, name, server_name, region, billing_plan_id, federation_enabled, registration, allowed_email_domains, \
                 guest_access, encryption_by_default, deletion_protection, volume_size_gb, dc_entity_name, dc_admin_email, status, terms_version, \
                 terms_accepted_at, created_at, updated_at FROM homeservers WHERE org_id = $1 ORDER BY id", org).await?,
@@ -442,6 +445,10 @@ pub async fn erase_records(db: &Db, sealer: &Sealer, account: &Account, now: Dat
         ("homeserver_events", "org_id", &account.org_id),
         ("idempotency_keys", "org_id", &account.org_id),
         ("billing_plans", "org_id", &account.org_id),
+        ("invoice_links", "org_id", &account.org_id),
+        ("invoices", "org_id", &account.org_id),
+        ("billing_contact_changes", "org_id", &account.org_id),
+        ("billing_profiles", "org_id", &account.org_id),
         ("api_tokens", "org_id", &account.org_id),
         ("access_log", "org_id", &account.org_id),
         ("sessions", "account_id", &account.id),
