@@ -360,7 +360,7 @@ Terraform:      the quickstart's state is in $(rel "$WORKDIR"); to plan or chang
                   export MATRIXHOST_TOKEN="\$(cat $TOKEN_FILE)"
                   cd $WORKDIR && $TERRAFORM plan
 API:            $BASE   (token in $(rel "$TOKEN_FILE"), log in $(rel "$LOG_FILE"))
-Console:        $BASE/console   (sign up, tokens, data export; mail in $(rel "$STATE_DIR/api/maildir"))
+Console:        $BASE/console   (sign up, tokens, billing, data export; mail in $(rel "$STATE_DIR/api/maildir"))
 Guides:         docs/guides/getting-started.md, docs/guides/enterprise-onboarding.md
                 (homeservers keep running when matrixhostd or the agent stops; the
                 agent finds them again in their cgroups when it starts)

@@ -201,6 +201,11 @@ async fn r12_a_failed_renewal_is_past_due_until_paid() {
     let past_due = wait_for_status(&server, &id, "past_due").await;
     assert_eq!(past_due["active_plan"], "silver");
 
+    // While it is unpaid, the plan does not change (the open invoice belongs to this subscription).
+    let resp = server.client().put(&format!("/v1/billing-plans/{id}"), &json!({"plan": "gold"})).await;
+    let message = assert_api_error(&resp, 402, Some("payment_required"), Some("plan"));
+    assert!(message.contains("R12") && message.contains("/console/billing"), "{message}");
+
     // Paying: a working card, then the open invoice is charged.
     let good = stripe.card(CARD_OK).await;
     let resp = put_plan(&server, &id, json!({"plan": "silver", "payment_method_id": good})).await;

@@ -271,7 +271,7 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
         card: None,
     };
     if let Some(payments) = payments {
-        sub.card = Some(prepare_card(tx, payments, org_id, sub.payment_method_id.as_ref(), now).await?);
+        sub.card = prepare_card(tx, payments, org_id, sub.payment_method_id.as_ref(), now).await?;
         let billing = Billing { active: plan, renewal: plan, period: sub.billing_period, additional_users: sub.additional_users.get() };
         let who = Billed { payments, org_id, now };
         sub.stripe = Some(subscribe(tx, who, &sub.id, &billing, None, "payment_method_id").await?);
@@ -306,13 +306,13 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
 /// The card the plan is paid with: `payment_method_id` when given (attached to the
 /// organization's Stripe customer and made its default), else the card on file (R11: there
 /// must be one).
-async fn prepare_card(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, given: Option<&PaymentMethodId>, now: DateTime<Utc>) -> DomainResult<PaymentCard> {
+async fn prepare_card(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, given: Option<&PaymentMethodId>, now: DateTime<Utc>) -> DomainResult<Option<PaymentCard>> {
     let profile = billing_profiles::get(tx, org_id).await?;
     match given {
-        Some(pm) if profile.payment_method_id.as_deref() != Some(pm.as_str()) => billing_profiles::set_card(tx, payments.stripe, org_id, pm, now).await,
+        Some(pm) if profile.payment_method_id.as_deref() != Some(pm.as_str()) => billing_profiles::set_card(tx, payments.stripe, org_id, pm, now).await.map(Some),
         _ => {
             billing_profiles::require_card(&profile, payments.console_url)?;
-            Ok(profile.card.unwrap_or(PaymentCard { brand: "card".into(), last4: String::new() }))
+            Ok(profile.card)
         }
     }
 }
@@ -427,6 +427,27 @@ async fn settle_with_processor(tx: &mut Tx<'_>, who: Billed<'_>, before: &Subscr
     Ok(())
 }
 
+/// R12: while a payment is outstanding only the card may change; a change of tier, users or
+/// period waits until the open invoice is paid (it belongs to the subscription in force).
+fn refuse_changes_while_unpaid(before: &Subscription, sub: &Subscription, payments: Payments<'_>) -> DomainResult<()> {
+    let changed = [
+        ("plan", sub.plan != before.plan),
+        ("additional_users", sub.additional_users != before.additional_users),
+        ("billing_period", sub.billing_period != before.billing_period),
+    ];
+    match changed.iter().find(|(_, differs)| *differs) {
+        Some((field, _)) if before.status == BillingStatus::PastDue => Err(DomainError::Payment {
+            code: ErrorCode::PaymentRequired,
+            field: (*field).to_owned(),
+            message: format!(
+                "{field}: R12: a payment for this billing plan failed and is still open; pay it on the console's billing page ({}/console/billing), or change only payment_method_id, then make this change",
+                payments.console_url
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Ends a replaced Stripe subscription. Its successor already bills; a failure here is logged
 /// for the operator rather than undoing a paid change.
 async fn cancel_quietly(stripe: &StripeApi, subscription_id: &str) {
@@ -495,6 +516,7 @@ pub async fn update(
     let field = if fewer_users { "additional_users" } else { "plan" };
     check_homeserver_fits(tx, &sub, catalog, field).await?;
     if let Some(payments) = payments {
+        refuse_changes_while_unpaid(&before, &sub, payments)?;
         let field = if sub.active_plan != before.active_plan || sub.pending_plan != before.pending_plan {
             "plan"
         } else if sub.billing_period != before.billing_period {

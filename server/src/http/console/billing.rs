@@ -482,3 +482,21 @@ async fn script() -> Response {
 }
 
 const BILLING_JS: &str = include_str!("billing.js");
+
+#[cfg(test)]
+mod tests {
+    use super::{money, stripe_origin};
+
+    #[test]
+    fn the_policy_lets_in_only_stripes_origin() {
+        assert_eq!(stripe_origin("https://js.stripe.com/v3/"), "https://js.stripe.com");
+        assert_eq!(stripe_origin("http://127.0.0.1:8788/js.stripe.com/v3/"), "http://127.0.0.1:8788");
+    }
+
+    #[test]
+    fn amounts_read_as_dollars_and_cents() {
+        assert_eq!(money(5000), "$50.00");
+        assert_eq!(money(-1290), "−$12.90");
+        assert_eq!(money(7), "$0.07");
+    }
+}
