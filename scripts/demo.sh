@@ -145,11 +145,17 @@ if curl -s -o /dev/null --max-time 2 "$STRIPE_URL/js.stripe.com/v3/"; then
     die "something is already listening on $STRIPE_URL; set MATRIXHOST_DEMO_STRIPE_PORT to another port"
 fi
 # localstripe keeps its state in /tmp/localstripe.pickle, a fixed path; in a
-# mount namespace of its own its /tmp is .state/demo/localstripe/, so the
+# mount namespace of its own that path is .state/demo/localstripe.pickle, so the
 # emulator's customers and subscriptions survive reruns as matrixhostd's do.
-mkdir -p "$STATE_DIR/localstripe"
-unshare --mount --propagation private -- sh -c 'mount --bind "$1" /tmp && shift && exec "$@"' sh \
-    "$STATE_DIR/localstripe" "$ROOT/.tools/bin/localstripe" --port "$STRIPE_PORT" >"$STATE_DIR/localstripe.log" 2>&1 &
+STRIPE_STATE="$STATE_DIR/localstripe.pickle"
+FRESH=()
+if [[ ! -s "$STRIPE_STATE" ]]; then
+    : >"$STRIPE_STATE"
+    FRESH=(--from-scratch)
+fi
+[[ -e /tmp/localstripe.pickle ]] || : >/tmp/localstripe.pickle # the mount point
+unshare --mount --propagation private -- sh -c 'mount --bind "$1" /tmp/localstripe.pickle && shift && exec "$@"' sh \
+    "$STRIPE_STATE" "$ROOT/.tools/bin/localstripe" --port "$STRIPE_PORT" "${FRESH[@]}" >"$STATE_DIR/localstripe.log" 2>&1 &
 STRIPE_PID=$!
 printf '%s\n' "$STRIPE_PID" >"$STATE_DIR/localstripe.pid"
 for _ in $(seq 1 100); do

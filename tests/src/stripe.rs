@@ -36,12 +36,17 @@ impl LocalStripe {
         assert!(bin.exists(), "{} is missing; run scripts/setup.sh", bin.display());
         let port = crate::free_port();
         // localstripe saves its state to the fixed path /tmp/localstripe.pickle after every
-        // write; as root each instance gets a /tmp of its own (a mount namespace), so tests
-        // running side by side never share it. --from-scratch: never read another run's state.
+        // write. As root each instance gets its own file there: in a mount namespace of its own,
+        // a private file is bound over that path (only the file, so a checkout under /tmp stays
+        // visible). --from-scratch: never read another run's state.
         let tmp = tempfile::tempdir().unwrap();
         let mut command = if crate::running_as_root() {
+            let private = tmp.path().join("localstripe.pickle");
+            std::fs::write(&private, b"").unwrap();
+            // The mount point must exist outside; an empty file there is harmless.
+            let _ = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/localstripe.pickle");
             let mut c = Command::new("unshare");
-            c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount --bind \"$1\" /tmp && shift && exec \"$@\"", "sh"]).arg(tmp.path()).arg(&bin);
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount --bind \"$1\" /tmp/localstripe.pickle && shift && exec \"$@\"", "sh"]).arg(&private).arg(&bin);
             c
         } else {
             Command::new(&bin)

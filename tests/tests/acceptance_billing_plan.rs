@@ -235,7 +235,7 @@ resource "matrixhost_reserved_user" "ops" {{
     // An apply on the blocked homeserver fails, and says what to do.
     tf.write_main(&hcl(false));
     let out = tf.apply_fails();
-    out.assert_contains("a payment failed").assert_contains("/console/billing").assert_contains("R12");
+    out.assert_says("is blocked: a payment failed").assert_says("until it is paid (R12)").assert_contains("/console/billing");
 
     // Paid: the open renewal is charged to a working card; the block lifts, logins work again.
     let good = stripe.card(CARD_OK).await;

@@ -10,7 +10,7 @@ use matrixhost_tests::backups::advance_clock;
 use matrixhost_tests::mail::{wait_for_mail, SmtpServer};
 use matrixhost_tests::stripe::{LocalStripe, CARD_DECLINED, CARD_OK, WEBHOOK_SECRET};
 use matrixhost_tests::terraform::Terraform;
-use matrixhost_tests::{assert_api_error, expect_status, tools_dir, workspace_bin, workspace_root, Backend, TestServer, Value};
+use matrixhost_tests::{assert_api_error, expect_status, timestamp, tools_dir, workspace_bin, workspace_root, Backend, TestServer, Value};
 
 const EMAIL: &str = "it-lead@acme.example";
 const NEW_EMAIL: &str = "platform@acme.example";
@@ -135,9 +135,31 @@ async fn a_card_goes_through_stripe_js_and_invoices_open_through_expiring_links(
     advance_clock(&server.client(), 7 * 86_400 + 60).await;
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404, "links expire");
 
+    // A plan change in HCL goes through the same flows: the upgrade to Silver (50 MAU at $4.00)
+    // is charged now, with the unused part of Nickel's month credited.
+    let customer_id = stripe.only_customer().await;
+    let before = tf.values("matrixhost_billing_plan.bp");
+    let known: Vec<Value> = stripe.invoices(&customer_id).await;
+    tf.write_main("resource \"matrixhost_billing_plan\" \"bp\" {\n  plan = \"silver\"\n}\n");
+    tf.apply().assert_contains("Modifications complete");
+    let after = tf.values("matrixhost_billing_plan.bp");
+    assert_eq!(after["active_plan"], "silver");
+    let (start, end, at) = (timestamp(&before["current_period_start"]), timestamp(&before["current_period_end"]), timestamp(&after["current_period_start"]));
+    let credit = ((5000.0 * (end - at).num_seconds() as f64) / (end - start).num_seconds() as f64).round() as i64;
+    let fresh: Vec<Value> = stripe.invoices(&customer_id).await.into_iter().filter(|i| !known.iter().any(|k| k["id"] == i["id"])).collect();
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!((fresh[0]["status"].as_str(), fresh[0]["total"].as_i64()), (Some("paid"), Some(50 * 400 - credit)), "{}", fresh[0]);
+
+    // A declined card named in HCL: the apply fails with the processor's reason, nothing changes.
+    let declined = stripe.card(CARD_DECLINED).await;
+    tf.write_main(&format!("resource \"matrixhost_billing_plan\" \"bp\" {{\n  plan = \"silver\"\n  payment_method_id = \"{declined}\"\n}}\n"));
+    tf.apply_fails().assert_says("payment_method_id: the card was refused: Your card was declined. Nothing was changed.").assert_says("HTTP 402 `payment_failed`");
+    let remote = expect_status(&server.client().with_token(&token).get(&format!("/v1/billing-plans/{}", after["id"].as_str().unwrap())).await, 200);
+    assert_eq!(remote["card"]["last4"], "4242", "{remote}");
+
     // The billing contact's address became the Stripe customer's; the card number never
     // reached matrixhost (R13).
-    let customer = stripe.get(&format!("/v1/customers/{}", stripe.only_customer().await), &[]).await;
+    let customer = stripe.get(&format!("/v1/customers/{customer_id}"), &[]).await;
     assert_eq!(customer["email"], "ap@acme.example");
     assert!(!server.log().contains(CARD_OK) && !server.log().contains(CARD_DECLINED), "{}", server.log());
 }
