@@ -101,11 +101,7 @@ impl LocalStripe {
 
     /// A GET on the Stripe API; the answer's JSON.
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.url())).bearer_auth(SECRET_KEY).query(query).send().await.unwrap();
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "GET {path}: {status} {body}");
-        body
+        success(self.http.get(format!("{}{path}", self.url())).bearer_auth(SECRET_KEY).query(query), "GET", path).await
     }
 
     /// The only customer (each test has its own localstripe and one organization).
@@ -135,12 +131,17 @@ impl LocalStripe {
 
     /// A call to the Stripe API, form-encoded as Stripe takes it; the answer's JSON.
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
-        let resp = self.http.post(format!("{}{path}", self.url())).bearer_auth(SECRET_KEY).form(form).send().await.unwrap();
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "POST {path}: {status} {body}");
-        body
+        success(self.http.post(format!("{}{path}", self.url())).bearer_auth(SECRET_KEY).form(form), "POST", path).await
     }
+}
+
+/// The JSON of a successful answer; anything else fails the test with what localstripe said.
+async fn success(request: reqwest::RequestBuilder, method: &str, path: &str) -> Value {
+    let resp = request.send().await.unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{method} {path}: {status} {body}");
+    body
 }
 
 impl Drop for LocalStripe {

@@ -11,12 +11,15 @@ use serde_json::json;
 
 const DAY: i64 = 86_400;
 
-async fn billing_server(stripe: &LocalStripe, dir: &std::path::Path) -> TestServer {
-    let mut args = stripe.server_args(dir);
+/// localstripe and a matrixhostd (with a test clock) billing through it, its webhook registered.
+async fn billing_server() -> (LocalStripe, tempfile::TempDir, TestServer) {
+    let stripe = LocalStripe::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = stripe.server_args(dir.path());
     args.push("--test-clock".into());
     let server = TestServer::builder(&workspace_bin("matrixhostd"), Backend::Sqlite).args(args).start().await;
     stripe.register_webhook("matrixhost", &server.url("/v1/stripe/webhook"), matrixhost_tests::stripe::WEBHOOK_SECRET).await;
-    server
+    (stripe, dir, server)
 }
 
 /// Pro rata, rounded to the nearest cent: written here again on purpose, not imported.
@@ -63,9 +66,7 @@ async fn live_subscription(stripe: &LocalStripe, customer: &str) -> Value {
 
 #[tokio::test]
 async fn r10_r11_upgrades_additional_users_and_downgrades_charge_and_credit_exact_amounts() {
-    let stripe = LocalStripe::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = billing_server(&stripe, dir.path()).await;
+    let (stripe, _keys, server) = billing_server().await;
     let client = server.client();
 
     // R11: paid in advance, so no card, no plan.
@@ -175,9 +176,7 @@ async fn r10_r11_upgrades_additional_users_and_downgrades_charge_and_credit_exac
 /// the open invoice with another card makes it `active` again.
 #[tokio::test]
 async fn r12_a_failed_renewal_is_past_due_until_paid() {
-    let stripe = LocalStripe::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = billing_server(&stripe, dir.path()).await;
+    let (stripe, _keys, server) = billing_server().await;
     let client = server.client();
     // This card pays nothing: creating a plan with it fails at the first charge.
     let failing = stripe.card(CARD_CHARGES_FAIL).await;

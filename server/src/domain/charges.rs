@@ -92,18 +92,14 @@ pub fn settle(before: &Billing, after: &Billing, (start, end): (DateTime<Utc>, D
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use matrixhost_api::{PlanTier, ResourceLimits, SupportTier};
+    use matrixhost_api::{Catalog, PlanTier};
 
-    fn plan(tier: &str, mau: u32, price: u32) -> Plan {
-        Plan {
-            tier: PlanTier::parse(tier).unwrap(),
-            name: tier.to_uppercase(),
-            mau,
-            price_per_mau_cents: price,
-            limits: ResourceLimits { cpu_millicores: 1000, memory_mb: 1024, storage_gb: 10 },
-            support_tier: SupportTier::BestEffort,
-            e2ee_can_be_disabled: false,
-        }
+    fn catalog() -> Catalog {
+        crate::config::default_catalog()
+    }
+
+    fn tier<'c>(catalog: &'c Catalog, name: &str) -> &'c Plan {
+        catalog.plan(&PlanTier::parse(name).unwrap()).unwrap()
     }
 
     fn at(d: u32) -> DateTime<Utc> {
@@ -111,38 +107,43 @@ mod tests {
     }
 
     /// A 30-day April period, changed on day 11: 20 of 30 days left.
-    const PERIOD: fn() -> (DateTime<Utc>, DateTime<Utc>) = || (at(1), Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap());
+    fn april() -> (DateTime<Utc>, DateTime<Utc>) {
+        (at(1), Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap())
+    }
 
     #[test]
     fn r11_an_upgrade_credits_the_unused_part_of_the_old_period() {
-        let (nickel, silver) = (plan("nickel", 10, 500), plan("silver", 50, 400));
-        let before = Billing { active: &nickel, renewal: &nickel, period: BillingPeriod::Monthly, additional_users: 2 };
-        let after = Billing { active: &silver, renewal: &silver, period: BillingPeriod::Monthly, additional_users: 2 };
-        let Settlement::NewPeriod { credit } = settle(&before, &after, PERIOD(), at(11)) else { panic!("an upgrade starts a new period") };
-        // 12 × $5 = $60 a month; 20 of 30 days unused: $40.
+        let c = catalog();
+        let (nickel, silver) = (tier(&c, "nickel"), tier(&c, "silver"));
+        let before = Billing { active: nickel, renewal: nickel, period: BillingPeriod::Monthly, additional_users: 2 };
+        let after = Billing { active: silver, renewal: silver, period: BillingPeriod::Monthly, additional_users: 2 };
+        let Settlement::NewPeriod { credit } = settle(&before, &after, april(), at(11)) else { panic!("an upgrade starts a new period") };
+        // Nickel: 12 × $5 = $60 a month; 20 of 30 days unused: $40.
         assert_eq!(credit.amount_cents, -4000);
-        assert_eq!(after.period_amount_cents(), 52 * 400);
-        assert!(credit.description.contains("NICKEL × 12"), "{}", credit.description);
+        assert_eq!(after.period_amount_cents(), 52 * 400, "Silver: 50 MAU + 2 at $4");
+        assert!(credit.description.contains("Nickel × 12"), "{}", credit.description);
     }
 
     #[test]
     fn r10_more_additional_users_start_a_new_period_and_fewer_are_credited_pro_rata() {
-        let silver = plan("silver", 50, 400);
-        let five = Billing { active: &silver, renewal: &silver, period: BillingPeriod::Monthly, additional_users: 5 };
+        let c = catalog();
+        let silver = tier(&c, "silver");
+        let five = Billing { active: silver, renewal: silver, period: BillingPeriod::Monthly, additional_users: 5 };
         let eight = Billing { additional_users: 8, ..five };
-        assert!(matches!(settle(&five, &eight, PERIOD(), at(11)), Settlement::NewPeriod { credit } if credit.amount_cents == -prorate_cents(55 * 400, 20, 30)));
+        assert!(matches!(settle(&five, &eight, april(), at(11)), Settlement::NewPeriod { credit } if credit.amount_cents == -prorate_cents(55 * 400, 20, 30)));
         let two = Billing { additional_users: 2, ..five };
         // 3 removed × $4 × 20/30 = $8.
-        assert_eq!(settle(&five, &two, PERIOD(), at(11)), Settlement::SamePeriod { credit: Some(Credit { amount_cents: -800, description: "Unused time on 3 Additional Users (SILVER) from 2026-04-11 to 2026-05-01".into() }) });
+        assert_eq!(settle(&five, &two, april(), at(11)), Settlement::SamePeriod { credit: Some(Credit { amount_cents: -800, description: "Unused time on 3 Additional Users (Silver) from 2026-04-11 to 2026-05-01".into() }) });
     }
 
     #[test]
     fn r11_a_downgrade_costs_nothing_now() {
-        let (gold, silver) = (plan("gold", 200, 300), plan("silver", 50, 400));
-        let before = Billing { active: &gold, renewal: &gold, period: BillingPeriod::Annual, additional_users: 0 };
-        let after = Billing { renewal: &silver, ..before };
-        assert_eq!(settle(&before, &after, PERIOD(), at(11)), Settlement::SamePeriod { credit: None });
+        let c = catalog();
+        let (gold, silver) = (tier(&c, "gold"), tier(&c, "silver"));
+        let before = Billing { active: gold, renewal: gold, period: BillingPeriod::Annual, additional_users: 0 };
+        let after = Billing { renewal: silver, ..before };
+        assert_eq!(settle(&before, &after, april(), at(11)), Settlement::SamePeriod { credit: None });
         assert_eq!(after.renewal_quantity(), 50);
-        assert_eq!(before.period_amount_cents(), 200 * 300 * 12);
+        assert_eq!(before.period_amount_cents(), i64::from(gold.mau) * i64::from(gold.price_per_mau_cents) * 12, "a year is twelve months");
     }
 }
