@@ -5,6 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use matrixhost_tests::backups::{advance_clock, server_now};
+use matrixhost_tests::console::Browser;
+use matrixhost_tests::mail::{link_to, wait_for_mail, SmtpServer};
 use matrixhost_tests::stripe::{LocalStripe, CARD_CHARGES_FAIL, CARD_DECLINED, CARD_OK};
 use matrixhost_tests::{assert_api_error, expect_status, timestamp, workspace_bin, Backend, TestServer, Value};
 use serde_json::json;
@@ -225,4 +227,63 @@ async fn wait_for_status(server: &TestServer, id: &str, status: &str) -> Value {
         assert!(std::time::Instant::now() < deadline, "billing plan never became {status}: {plan}\n--- server log ---\n{}", server.log());
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Signs up through the console, verifies through the mailed link and logs in.
+async fn customer(server: &TestServer, smtp: &SmtpServer, email: &str, org: &str) -> Browser {
+    let b = Browser::new(server);
+    assert_eq!(b.sign_up(email, org, "harbour lights ninety").await.status, 303);
+    let mail = wait_for_mail(&smtp.maildir(), email, "Verify your email", 0).await;
+    assert_eq!(b.follow_link(&link_to(&mail.text, "/console/verify"), &[]).await.status, 303);
+    assert_eq!(b.log_in(email, "harbour lights ninety").await.status, 303);
+    b
+}
+
+/// As the attacker, with a console session of another organization: the victim's invoices can
+/// be neither paid nor linked, the victim's card form (its SetupIntent) cannot be redeemed, and
+/// the victim's billing contact is not theirs to change. What the victim sees stays the same.
+#[tokio::test]
+async fn another_organization_can_touch_no_part_of_a_customers_billing() {
+    let smtp = SmtpServer::start().await;
+    let stripe = LocalStripe::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let mut args = stripe.server_args(keys.path());
+    args.extend(["--smtp-url".to_owned(), smtp.url()]);
+    let server = TestServer::builder(&workspace_bin("matrixhostd"), Backend::Sqlite).args(args).start().await;
+    let victim = customer(&server, &smtp, "it@victim.example", "victim").await;
+    let mallory = customer(&server, &smtp, "m@evil.example", "evil").await;
+
+    // The victim has a card (through the API, as a Terraform user may) and a paid plan.
+    let page = victim.submit("/console/tokens", &[("name", "tf"), ("expires_in_days", "30")]).await;
+    let token = page.body.split("mh_").nth(1).map(|rest| format!("mh_{}", &rest[..64])).expect("the new token");
+    let api = server.client().with_token(&token);
+    let card = stripe.card(CARD_OK).await;
+    let plan: Value = expect_status(&api.post("/v1/billing-plans", &json!({"plan": "nickel", "payment_method_id": card})).await, 201);
+    let billing = victim.get("/console/billing").await;
+    let invoice_id = billing.body.split("/console/billing/invoices/").nth(1).and_then(|rest| rest.split('/').next()).expect("the victim's invoice").to_owned();
+    let setup_intent = billing.body.split("data-client-secret=\"").nth(1).and_then(|rest| rest.split("_secret_").next()).expect("the victim's card form").to_owned();
+    assert!(setup_intent.starts_with("seti_"), "{setup_intent}");
+
+    // Mallory knows (or guesses) the ids.
+    mallory.get("/console/billing").await;
+    let pay = mallory.post(&format!("/console/billing/invoices/{invoice_id}/pay"), &[]).await;
+    assert_eq!(pay.status, 422, "paying someone else's invoice: {}", pay.body);
+    assert!(pay.body.contains("invoice not found"), "{}", pay.body);
+    let link = mallory.post(&format!("/console/billing/invoices/{invoice_id}/link"), &[]).await;
+    assert_eq!(link.status, 404, "a link to someone else's invoice");
+    // The victim's SetupIntent, confirmed with Mallory's card, is not Mallory's to redeem.
+    let theirs = stripe.card(CARD_OK).await;
+    stripe.post(&format!("/v1/setup_intents/{setup_intent}/confirm"), &[("payment_method", &theirs)]).await;
+    let redeemed = mallory.post("/console/billing/card", &[("setup_intent", &setup_intent)]).await;
+    assert_eq!(redeemed.status, 422, "{}", redeemed.body);
+    assert!(redeemed.body.contains("the card form expired"), "{}", redeemed.body);
+    assert!(!mallory.get("/console/billing").await.body.contains("ending in"), "Mallory got no card");
+    // Without the CSRF token a form does nothing, even for the victim's own session.
+    let forged = victim.post("/console/billing/contact", &[("csrf", "forged"), ("contact_name", "Mallory"), ("contact_email", "m@evil.example")]).await;
+    assert_eq!(forged.status, 403);
+
+    let after = victim.get("/console/billing").await.body;
+    assert!(after.contains("visa card ending in 4242") && !after.contains("m@evil.example"), "{after}");
+    let still: Value = expect_status(&api.get(&format!("/v1/billing-plans/{}", plan["id"].as_str().unwrap())).await, 200);
+    assert_eq!(still["status"], "active");
 }

@@ -127,7 +127,7 @@ async fn render(app: &App, ctx: &Ctx, signed: &SignedIn, notice: Option<&str>, e
     let plans = billing_plans::list(&p.db, org_id, PageRequest { after: "", fetch: 100 }, p.clock.now(), &p.settings.catalog).await.unwrap_or_default();
     let (setup, setup_error) = match card_setup(app, signed).await {
         Ok(s) => (s, FormErrors::default()),
-        Err(e) => (None, FormErrors::from_domain(vec![e])),
+        Err(e) => (None, said_above(e)),
     };
     let upcoming = upcoming_charges(app, org_id, profile.stripe_customer_id.as_deref()).await;
     let js_url = p.settings.stripe.as_ref().map(|s| s.js_url.clone());
@@ -266,6 +266,16 @@ async fn render(app: &App, ctx: &Ctx, signed: &SignedIn, notice: Option<&str>, e
     response
 }
 
+/// The card and invoice forms have no fields to mark (the card's are Stripe.js's): whatever went
+/// wrong is said above the form.
+fn said_above(e: DomainError) -> FormErrors {
+    let errors = FormErrors::from_domain(vec![e]);
+    match errors.0.values().next() {
+        Some(message) => FormErrors::general(message.clone()),
+        None => errors,
+    }
+}
+
 fn has_errors(errors: &PageErrors) -> bool {
     !(errors.card.is_empty() && errors.contact.is_empty() && errors.invoices.is_empty())
 }
@@ -295,7 +305,7 @@ async fn save_card(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, 
     };
     match attach_card(&app, signed, &form.setup_intent).await {
         Ok(()) => see_other("/console/billing?notice=card-saved#card"),
-        Err(e) => render(&app, &ctx, signed, None, &PageErrors { card: FormErrors::from_domain(vec![e]), ..Default::default() }).await,
+        Err(e) => render(&app, &ctx, signed, None, &PageErrors { card: said_above(e), ..Default::default() }).await,
     }
 }
 
@@ -364,7 +374,7 @@ async fn pay_invoice(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>
     };
     match pay(&app, &signed.account.org_id, &invoice_id).await {
         Ok(()) => see_other("/console/billing?notice=invoice-paid#invoices"),
-        Err(e) => render(&app, &ctx, signed, None, &PageErrors { invoices: FormErrors::from_domain(vec![e]), ..Default::default() }).await,
+        Err(e) => render(&app, &ctx, signed, None, &PageErrors { invoices: said_above(e), ..Default::default() }).await,
     }
 }
 
