@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::domain::access_log::{self, Entry};
-use crate::domain::{account_links, accounts, backups, homeservers, idempotency_keys, outbox, sessions};
+use crate::domain::{account_links, accounts, backups, homeservers, idempotency_keys, invoices, outbox, sessions};
 use crate::platform::Platform;
 
 /// How often the worker looks even when nothing wakes it.
@@ -46,11 +46,7 @@ async fn round(p: &Platform) -> anyhow::Result<()> {
     sessions::rotate_keys(&p.db, &p.sealer, now).await?;
     sessions::prune(&p.db, now).await?;
     account_links::prune(&p.db, now).await?;
-    {
-        let mut tx = p.db.begin().await?;
-        crate::domain::invoices::prune_links(&mut tx, now).await?;
-        tx.commit().await?;
-    }
+    invoices::prune_links(&p.db, now).await?;
     let mut erased = false;
     for account in accounts::due_for_erasure(&p.db, now).await? {
         match erase(p, &account).await {

@@ -112,45 +112,22 @@ pub struct EventData {
     pub object: EventObject,
 }
 
+/// Missing fields are `None`: only invoices carry the last seven.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventObject {
     pub id: Option<String>,
     /// On invoices: the subscription the invoice is for.
     pub subscription: Option<String>,
-    /// On invoices: its customer, state and amounts (US cents), and when it was made.
-    #[serde(default)]
+    /// On invoices: its customer, state and amounts (US cents), and when it was made (`created`;
+    /// older API versions say `date`).
     pub customer: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub total: Option<i64>,
-    #[serde(default)]
     pub amount_due: Option<i64>,
-    #[serde(default)]
     pub amount_paid: Option<i64>,
-    #[serde(default)]
     pub currency: Option<String>,
-    #[serde(default)]
     pub created: Option<i64>,
-    #[serde(default)]
     pub date: Option<i64>,
-}
-
-impl EventObject {
-    /// The invoice this object is, when it carries what an invoice record needs.
-    pub fn invoice(&self) -> Option<crate::domain::invoices::Observed<'_>> {
-        Some(crate::domain::invoices::Observed {
-            id: self.id.as_deref()?,
-            customer: self.customer.as_deref()?,
-            subscription: self.subscription.as_deref(),
-            status: self.status.as_deref()?,
-            total: self.total?,
-            amount_due: self.amount_due?,
-            amount_paid: self.amount_paid?,
-            currency: self.currency.as_deref()?,
-            created: self.created.or(self.date)?,
-        })
-    }
 }
 
 impl Event {

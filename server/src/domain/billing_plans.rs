@@ -28,6 +28,8 @@ pub struct Payments<'a> {
 struct Billed<'a> {
     payments: Payments<'a>,
     org_id: &'a str,
+    /// The organization's Stripe customer.
+    customer: &'a str,
     now: DateTime<Utc>,
 }
 
@@ -273,7 +275,8 @@ pub async fn create(tx: &mut Tx<'_>, org_id: &str, email_verified: bool, body: B
     if let Some(payments) = payments {
         sub.card = prepare_card(tx, payments, org_id, sub.payment_method_id.as_ref(), now).await?;
         let billing = Billing { active: plan, renewal: plan, period: sub.billing_period, additional_users: sub.additional_users.get() };
-        let who = Billed { payments, org_id, now };
+        let customer = billing_profiles::ensure_customer(tx, payments.stripe, org_id, now).await?;
+        let who = Billed { payments, org_id, customer: &customer, now };
         sub.stripe = Some(subscribe(tx, who, &sub.id, &billing, None, "payment_method_id").await?);
     }
     let stripe = sub.stripe.clone();
@@ -321,9 +324,8 @@ async fn prepare_card(tx: &mut Tx<'_>, payments: Payments<'_>, org_id: &str, giv
 /// `first_charge_at`, first charged then (what a renewal bills after a change that waits for the
 /// anniversary). Its first invoice is kept.
 async fn subscribe(tx: &mut Tx<'_>, who: Billed<'_>, billing_plan_id: &str, billing: &Billing<'_>, first_charge_at: Option<DateTime<Utc>>, field: &str) -> DomainResult<StripeLink> {
-    let Billed { payments, org_id, now } = who;
+    let Billed { payments, customer, now, .. } = who;
     let stripe = payments.stripe;
-    let customer = billing_profiles::ensure_customer(tx, stripe, org_id, now).await?;
     let (plan, quantity) = match first_charge_at {
         Some(_) => (billing.renewal, billing.renewal_quantity()),
         None => (billing.active, billing.active_quantity()),
@@ -336,7 +338,7 @@ async fn subscribe(tx: &mut Tx<'_>, who: Billed<'_>, billing_plan_id: &str, bill
     let unit = plan.price_per_mau_per_period_cents(billing.period);
     stripe.ensure_plan(&plan_id, &format!("matrixhost {} ({})", plan.name, billing.period.as_str()), unit, interval).await.map_err(|e| DomainError::from_stripe(field, e))?;
     let created = stripe
-        .create_subscription(&customer, &plan_id, quantity, billing_plan_id, first_charge_at.map(|t| t.timestamp()))
+        .create_subscription(customer, &plan_id, quantity, billing_plan_id, first_charge_at.map(|t| t.timestamp()))
         .await
         .map_err(|e| DomainError::from_stripe(field, e))?;
     // A charge can also fail after the answer (the processor retries it later); in advance means
@@ -366,7 +368,7 @@ async fn subscribe(tx: &mut Tx<'_>, who: Billed<'_>, billing_plan_id: &str, bill
 /// leaves the Stripe subscription billing what the next renewal must. A refused charge changes
 /// nothing.
 async fn settle_with_processor(tx: &mut Tx<'_>, who: Billed<'_>, before: &Subscription, sub: &mut Subscription, field: &str, catalog: &Catalog) -> DomainResult<()> {
-    let Billed { payments, org_id, now } = who;
+    let Billed { payments, org_id, customer, now } = who;
     let Some(old) = before.stripe.clone() else { return Ok(()) };
     let stripe = payments.stripe;
     if sub.payment_method_id != before.payment_method_id {
@@ -386,14 +388,13 @@ async fn settle_with_processor(tx: &mut Tx<'_>, who: Billed<'_>, before: &Subscr
     let (a1, r1) = billing_of(sub)?;
     let was = Billing { active: a0, renewal: r0, period: before.billing_period, additional_users: before.additional_users.get() };
     let will = Billing { active: a1, renewal: r1, period: sub.billing_period, additional_users: sub.additional_users.get() };
-    let customer = billing_profiles::ensure_customer(tx, stripe, org_id, now).await?;
     let period = (before.current_period_start, before.current_period_end);
     let mut link = old.clone();
     let mut retired = Vec::new();
     match charges::settle(&was, &will, period, now) {
         Settlement::NewPeriod { credit } => {
             billing_profiles::require_card(&billing_profiles::get(tx, org_id).await?, payments.console_url)?;
-            let item = stripe.create_invoice_item(&customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
+            let item = stripe.create_invoice_item(customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
             match subscribe(tx, who, &sub.id, &will, None, field).await {
                 Ok(new) => retired.push(std::mem::replace(&mut link, new).subscription_id),
                 Err(e) => {
@@ -410,7 +411,7 @@ async fn settle_with_processor(tx: &mut Tx<'_>, who: Billed<'_>, before: &Subscr
         }
         Settlement::SamePeriod { credit } => {
             if let Some(credit) = credit {
-                stripe.create_invoice_item(&customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
+                stripe.create_invoice_item(customer, credit.amount_cents, &credit.description).await.map_err(|e| DomainError::from_stripe(field, e))?;
             }
         }
     }
@@ -524,7 +525,8 @@ pub async fn update(
         } else {
             field
         };
-        settle_with_processor(tx, Billed { payments, org_id, now }, &before, &mut sub, field, catalog).await?;
+        let customer = billing_profiles::ensure_customer(tx, payments.stripe, org_id, now).await?;
+        settle_with_processor(tx, Billed { payments, org_id, customer: &customer, now }, &before, &mut sub, field, catalog).await?;
     }
     sub.version += 1;
     sub.updated_at = now;
@@ -594,12 +596,45 @@ pub async fn stripe_links(db: &Db, org_id: &str, now: DateTime<Utc>) -> DomainRe
     Ok(out)
 }
 
-/// R12: records a payment matrixhost itself collected (the customer paid an open invoice) for
-/// the billing plan that is `subscription`, before Stripe's event about it arrives.
-pub async fn record_payment_of_subscription(tx: &mut Tx<'_>, subscription: &str, failed: bool) -> DomainResult<()> {
-    let id: Option<String> = sqlx::query_scalar("SELECT id FROM billing_plans WHERE stripe_subscription_id = $1").bind(subscription).fetch_optional(&mut **tx).await?;
-    if let Some(id) = id {
-        record_payment(tx, &id, failed, None).await?;
+/// What a payment outcome reported for a Stripe subscription did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentRecorded {
+    Applied,
+    /// Older than the payment outcome already applied to the plan: nothing changed.
+    Stale,
+    /// No billing plan is that subscription.
+    UnknownSubscription,
+}
+
+/// R12: records a payment outcome for the billing plan that is `subscription`. `reported_at`:
+/// when the processor's event about it was made, so an older event arriving later changes
+/// nothing; `None` for a payment matrixhost collected itself (it is the newest there is).
+pub async fn record_payment_of_subscription(tx: &mut Tx<'_>, subscription: &str, failed: bool, reported_at: Option<DateTime<Utc>>) -> DomainResult<PaymentRecorded> {
+    let row = sqlx::query("SELECT id, payment_event_at FROM billing_plans WHERE stripe_subscription_id = $1").bind(subscription).fetch_optional(&mut **tx).await?;
+    let Some(row) = row else { return Ok(PaymentRecorded::UnknownSubscription) };
+    if let (Some(at), Some(last)) = (reported_at, row.opt_text("payment_event_at")?) {
+        if ts(at) < last {
+            return Ok(PaymentRecorded::Stale);
+        }
+    }
+    record_payment(tx, &row.text("id")?, failed, reported_at).await?;
+    Ok(PaymentRecorded::Applied)
+}
+
+/// R12: pays an open invoice of the organization now with the card on file; paid, it lifts the
+/// block of the plan it is for. A refused card leaves it open (and says so).
+pub async fn pay_open_invoice(tx: &mut Tx<'_>, stripe: &StripeApi, org_id: &str, invoice_id: &str, now: DateTime<Utc>) -> DomainResult<()> {
+    let Some(invoice) = invoices::get(tx, org_id, invoice_id).await? else { return Err(DomainError::NotFound("invoice")) };
+    if invoice.status != "open" {
+        return Err(DomainError::conflict(ErrorCode::Conflict, format!("the invoice is {}, not open", invoice.status)));
+    }
+    let paid = stripe.pay_invoice(invoice_id).await.map_err(|e| DomainError::from_stripe("card", e))?;
+    invoices::record(tx, &(&paid).into(), now).await?;
+    if paid.status != "paid" {
+        return Err(DomainError::Payment { code: ErrorCode::PaymentFailed, field: "card".into(), message: "The card was refused. Replace the card above, then pay again.".into() });
+    }
+    if let Some(subscription) = &paid.subscription {
+        record_payment_of_subscription(tx, subscription, false, None).await?;
     }
     Ok(())
 }

@@ -114,6 +114,26 @@ pub async fn set_card(tx: &mut Tx<'_>, stripe: &StripeApi, org_id: &str, payment
     Ok(card)
 }
 
+/// R13: the card the console's Stripe.js form saved. matrixhost learns only which SetupIntent
+/// the browser confirmed; it must be this organization's customer's and have succeeded, and its
+/// payment method becomes the card on file. Anything else reads as an expired form.
+pub async fn set_card_from_setup_intent(tx: &mut Tx<'_>, stripe: &StripeApi, org_id: &str, setup_intent: &str, now: DateTime<Utc>) -> DomainResult<PaymentCard> {
+    let expired = || DomainError::field("card", "the card form expired; reload the page and enter the card again");
+    if !setup_intent.starts_with("seti_") || setup_intent.len() > 100 {
+        return Err(expired());
+    }
+    let intent = stripe.setup_intent(setup_intent).await.map_err(|e| if e.status == 404 { expired() } else { DomainError::from_stripe("card", e) })?;
+    let customer = ensure_customer(tx, stripe, org_id, now).await?;
+    if intent.customer.as_deref() != Some(customer.as_str()) {
+        return Err(expired());
+    }
+    let (Some(pm), "succeeded") = (intent.payment_method.as_deref(), intent.status.as_str()) else {
+        return Err(DomainError::field("card", "the card was not confirmed; enter it again"));
+    };
+    let pm = PaymentMethodId::parse(pm).map_err(|e| DomainError::rule("card", e))?;
+    set_card(tx, stripe, org_id, &pm, now).await
+}
+
 /// R11: payments are taken in advance, so a subscription needs a card on file.
 pub fn require_card(profile: &BillingProfile, console_url: &str) -> DomainResult<()> {
     if profile.payment_method_id.is_some() {

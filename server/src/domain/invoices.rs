@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::orgs::{generate_secret, hash_token};
 use super::{billing_profiles, DomainResult};
-use crate::db::{ts, RowExt, Tx};
+use crate::db::{ts, Db, RowExt, Tx};
 
 /// How long an invoice link works.
 pub const LINK_LIFETIME: Duration = Duration::days(7);
@@ -35,6 +35,23 @@ pub struct Observed<'a> {
     pub amount_paid: i64,
     pub currency: &'a str,
     pub created: i64,
+}
+
+impl<'a> Observed<'a> {
+    /// The invoice a webhook event is about, when the event carries what a record needs.
+    pub fn from_event(object: &'a crate::stripe::EventObject) -> Option<Self> {
+        Some(Observed {
+            id: object.id.as_deref()?,
+            customer: object.customer.as_deref()?,
+            subscription: object.subscription.as_deref(),
+            status: object.status.as_deref()?,
+            total: object.total?,
+            amount_due: object.amount_due?,
+            amount_paid: object.amount_paid?,
+            currency: object.currency.as_deref()?,
+            created: object.created.or(object.date)?,
+        })
+    }
 }
 
 impl<'a> From<&'a crate::stripe_api::Invoice> for Observed<'a> {
@@ -107,11 +124,6 @@ pub async fn get(tx: &mut Tx<'_>, org_id: &str, id: &str) -> DomainResult<Option
     Ok(row.map(|r| InvoiceRecord::from_row(&r)).transpose()?)
 }
 
-/// The open (unpaid) invoices of the organization.
-pub async fn open(tx: &mut Tx<'_>, org_id: &str) -> DomainResult<Vec<InvoiceRecord>> {
-    Ok(list(tx, org_id, 100).await?.into_iter().filter(|i| i.status == "open").collect())
-}
-
 /// R13: a link to one invoice of the organization, valid for [`LINK_LIFETIME`]. Returns the token,
 /// which is only ever in the link.
 pub async fn issue_link(tx: &mut Tx<'_>, org_id: &str, invoice_id: &str, now: DateTime<Utc>) -> DomainResult<Option<String>> {
@@ -140,6 +152,6 @@ pub async fn by_link(tx: &mut Tx<'_>, token: &str, now: DateTime<Utc>) -> Domain
 }
 
 /// Housekeeping: expired links are of no use to anyone.
-pub async fn prune_links(tx: &mut Tx<'_>, now: DateTime<Utc>) -> DomainResult<u64> {
-    Ok(sqlx::query("DELETE FROM invoice_links WHERE expires_at <= $1").bind(ts(now)).execute(&mut **tx).await?.rows_affected())
+pub async fn prune_links(db: &Db, now: DateTime<Utc>) -> DomainResult<u64> {
+    Ok(sqlx::query("DELETE FROM invoice_links WHERE expires_at <= $1").bind(ts(now)).execute(db).await?.rows_affected())
 }

@@ -5,8 +5,9 @@
 use chrono::{DateTime, Utc};
 use matrixhost_api::StripeEventOutcome as Outcome;
 
-use super::{billing_plans, invoices, DomainResult};
-use crate::db::{ts, Db, RowExt, Tx};
+use super::billing_plans::{self, PaymentRecorded};
+use super::{invoices, DomainResult};
+use crate::db::{ts, Db, Tx};
 use crate::stripe::Event;
 
 /// Records `event` and acts on it, in one transaction, once per event id.
@@ -26,7 +27,7 @@ pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<
         return Ok(Outcome::Duplicate);
     }
     // R13: an invoice's state and amounts are kept, whatever the event about it.
-    let recorded = match (event.kind.starts_with("invoice."), event.data.object.invoice()) {
+    let recorded = match (event.kind.starts_with("invoice."), invoices::Observed::from_event(&event.data.object)) {
         (true, Some(invoice)) => invoices::record(&mut tx, &invoice, now).await?,
         _ => false,
     };
@@ -46,19 +47,11 @@ pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<
 
 async fn payment(tx: &mut Tx<'_>, event: &Event, failed: bool) -> DomainResult<Outcome> {
     let Some(subscription) = &event.data.object.subscription else { return Ok(Outcome::Ignored) };
-    let row = sqlx::query("SELECT id, payment_event_at FROM billing_plans WHERE stripe_subscription_id = $1")
-        .bind(subscription)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else { return Ok(Outcome::UnknownSubscription) };
-    let at = event.created_at();
-    if let Some(last) = row.opt_text("payment_event_at")? {
-        if ts(at) < last {
-            return Ok(Outcome::Stale);
-        }
-    }
-    billing_plans::record_payment(tx, &row.text("id")?, failed, Some(at)).await?;
-    Ok(Outcome::Applied)
+    Ok(match billing_plans::record_payment_of_subscription(tx, subscription, failed, Some(event.created_at())).await? {
+        PaymentRecorded::Applied => Outcome::Applied,
+        PaymentRecorded::Stale => Outcome::Stale,
+        PaymentRecorded::UnknownSubscription => Outcome::UnknownSubscription,
+    })
 }
 
 #[cfg(test)]

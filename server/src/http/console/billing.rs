@@ -312,24 +312,8 @@ async fn save_card(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, 
 async fn attach_card(app: &App, signed: &SignedIn, setup_intent: &str) -> Result<(), DomainError> {
     let p = &app.platform;
     let Some(stripe) = &p.stripe else { return Err(DomainError::field("card", "this installation takes no payments")) };
-    let not_ours = || DomainError::field("card", "the card form expired; reload the page and enter the card again");
-    if !setup_intent.starts_with("seti_") || setup_intent.len() > 100 {
-        return Err(not_ours());
-    }
-    let intent = stripe.setup_intent(setup_intent).await.map_err(|e| if e.status == 404 { not_ours() } else { DomainError::from_stripe("card", e) })?;
     let mut tx = p.db.begin().await?;
-    let customer = billing_profiles::ensure_customer(&mut tx, stripe, &signed.account.org_id, p.clock.now()).await?;
-    if intent.customer.as_deref() != Some(customer.as_str()) {
-        return Err(not_ours());
-    }
-    let (Some(pm), "succeeded") = (intent.payment_method.as_deref(), intent.status.as_str()) else {
-        return Err(DomainError::field("card", "the card was not confirmed; enter it again"));
-    };
-    let pm = matrixhost_api::PaymentMethodId::parse(pm).map_err(|e| DomainError::rule("card", e))?;
-    billing_profiles::set_card(&mut tx, stripe, &signed.account.org_id, &pm, p.clock.now()).await.map_err(|e| match e {
-        DomainError::Payment { code, message, .. } => DomainError::Payment { code, field: "card".into(), message: message.replace("payment_method_id: ", "") },
-        other => other,
-    })?;
+    billing_profiles::set_card_from_setup_intent(&mut tx, stripe, &signed.account.org_id, setup_intent, p.clock.now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -382,20 +366,10 @@ async fn pay(app: &App, org_id: &str, invoice_id: &str) -> Result<(), DomainErro
     let p = &app.platform;
     let Some(stripe) = &p.stripe else { return Err(DomainError::NotFound("invoice")) };
     let mut tx = p.db.begin().await?;
-    let Some(invoice) = invoices::get(&mut tx, org_id, invoice_id).await? else { return Err(DomainError::NotFound("invoice")) };
-    if invoice.status != "open" {
-        return Err(DomainError::conflict(matrixhost_api::ErrorCode::Conflict, format!("the invoice is {}, not open", invoice.status)));
-    }
-    let paid = stripe.pay_invoice(invoice_id).await.map_err(|e| DomainError::from_stripe("card", e))?;
-    invoices::record(&mut tx, &(&paid).into(), p.clock.now()).await?;
-    if paid.status != "paid" {
-        tx.commit().await?;
-        return Err(DomainError::Payment { code: matrixhost_api::ErrorCode::PaymentFailed, field: "card".into(), message: "The card was refused. Replace the card above, then pay again.".into() });
-    }
-    if let Some(subscription) = &paid.subscription {
-        billing_plans::record_payment_of_subscription(&mut tx, subscription, false).await?;
-    }
+    let paid = billing_plans::pay_open_invoice(&mut tx, stripe, org_id, invoice_id, p.clock.now()).await;
+    // A refused card is still news about the invoice: keep what Stripe said of it.
     tx.commit().await?;
+    paid?;
     p.changed();
     Ok(())
 }
