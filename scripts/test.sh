@@ -56,7 +56,7 @@ if [[ $# -eq 0 ]]; then
     "${release[@]}" || status=$?
 fi
 
-tests=(cargo test --workspace "${locked[@]}" "${features[@]}" "$@")
+tests=(cargo test --workspace --no-fail-fast "${locked[@]}" "${features[@]}" "$@")
 section "${tests[*]}"
 "${tests[@]}" || status=$?
 

@@ -112,11 +112,12 @@ pub struct BillingPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StripeEventOutcome {
-    /// It changed a billing plan's payment state (R12).
+    /// It changed a billing plan's payment state (R12), or what is kept of an invoice.
     Applied,
     /// This event was delivered before; nothing happened twice.
     Duplicate,
-    /// Older than the payment event already applied to its billing plan.
+    /// Older than what is already known: the payment event applied to its billing plan, or a
+    /// later stage of its invoice.
     Stale,
     /// About a subscription that is no billing plan here.
     UnknownSubscription,

@@ -261,11 +261,19 @@ async fn another_organization_can_touch_no_part_of_a_customers_billing() {
     let plan: Value = expect_status(&api.post("/v1/billing-plans", &json!({"plan": "nickel", "payment_method_id": card})).await, 201);
     let billing = victim.get("/console/billing").await;
     let invoice_id = billing.body.split("/console/billing/invoices/").nth(1).and_then(|rest| rest.split('/').next()).expect("the victim's invoice").to_owned();
-    let setup_intent = billing.body.split("data-client-secret=\"").nth(1).and_then(|rest| rest.split("_secret_").next()).expect("the victim's card form").to_owned();
+    assert!(!billing.body.contains("_secret_"), "the page carries no SetupIntent: the form asks for one when sent");
+    let intent = victim.post("/console/billing/card/intent", &[]).await;
+    assert_eq!(intent.status, 200, "{}", intent.body);
+    assert_eq!(intent.headers["cache-control"], "no-store");
+    let client_secret: Value = serde_json::from_str(&intent.body).unwrap();
+    let setup_intent = client_secret["client_secret"].as_str().and_then(|s| s.split("_secret_").next()).expect("the victim's card form").to_owned();
     assert!(setup_intent.starts_with("seti_"), "{setup_intent}");
 
-    // Mallory knows (or guesses) the ids.
+    // Mallory knows (or guesses) the ids. Viewing the billing page makes no Stripe customer.
     mallory.get("/console/billing").await;
+    let victims = stripe.only_customer().await;
+    let forged = mallory.post("/console/billing/card/intent", &[("csrf", "forged")]).await;
+    assert_eq!(forged.status, 403, "a card form without the CSRF token");
     let pay = mallory.post(&format!("/console/billing/invoices/{invoice_id}/pay"), &[]).await;
     assert_eq!(pay.status, 422, "paying someone else's invoice: {}", pay.body);
     assert!(pay.body.contains("invoice not found"), "{}", pay.body);
@@ -278,6 +286,7 @@ async fn another_organization_can_touch_no_part_of_a_customers_billing() {
     assert_eq!(redeemed.status, 422, "{}", redeemed.body);
     assert!(redeemed.body.contains("the card form expired"), "{}", redeemed.body);
     assert!(!mallory.get("/console/billing").await.body.contains("ending in"), "Mallory got no card");
+    assert_eq!(stripe.only_customer().await, victims, "Mallory's attempts made no Stripe customer");
     // Without the CSRF token a form does nothing, even for the victim's own session.
     let forged = victim.post("/console/billing/contact", &[("csrf", "forged"), ("contact_name", "Mallory"), ("contact_email", "m@evil.example")]).await;
     assert_eq!(forged.status, 403);

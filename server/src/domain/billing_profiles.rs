@@ -123,8 +123,9 @@ pub async fn set_card_from_setup_intent(tx: &mut Tx<'_>, stripe: &StripeApi, org
         return Err(expired());
     }
     let intent = stripe.setup_intent(setup_intent).await.map_err(|e| if e.status == 404 { expired() } else { DomainError::from_stripe("card", e) })?;
-    let customer = ensure_customer(tx, stripe, org_id, now).await?;
-    if intent.customer.as_deref() != Some(customer.as_str()) {
+    // The card form made this organization's customer before its intent: no customer, not ours.
+    let customer = get(tx, org_id).await?.stripe_customer_id;
+    if customer.is_none() || intent.customer != customer {
         return Err(expired());
     }
     let (Some(pm), "succeeded") = (intent.payment_method.as_deref(), intent.status.as_str()) else {

@@ -84,20 +84,45 @@ impl InvoiceRecord {
     }
 }
 
+/// An invoice's life at Stripe only goes forward: draft, open, then uncollectible, then paid or
+/// void. Stripe's events may arrive in any order, so what is kept of an invoice never goes back
+/// to an earlier stage (a late `invoice.created` would otherwise turn a paid invoice into a draft).
+const STAGES: [(&str, i64); 5] = [("draft", 0), ("open", 1), ("uncollectible", 2), ("paid", 3), ("void", 3)];
+
+fn stage(status: &str) -> i64 {
+    STAGES.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n)
+}
+
+/// [`stage`] of the kept invoice, in SQL.
+fn kept_stage_sql() -> String {
+    let cases: String = STAGES.iter().map(|(s, n)| format!(" WHEN '{s}' THEN {n}")).collect();
+    format!("CASE invoices.status{cases} ELSE 0 END")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Kept,
+    /// Older than what is kept: Stripe's news arrived out of order.
+    Stale,
+    /// Not an invoice of any of our customers.
+    NotOurs,
+}
+
 /// Keeps what Stripe says of an invoice of one of our customers; another customer's is ignored.
-/// Returns whether it was kept.
-pub async fn record(tx: &mut Tx<'_>, invoice: &Observed<'_>, now: DateTime<Utc>) -> DomainResult<bool> {
+pub async fn record(tx: &mut Tx<'_>, invoice: &Observed<'_>, now: DateTime<Utc>) -> DomainResult<Recorded> {
     if invoice.id.is_empty() {
-        return Ok(false);
+        return Ok(Recorded::NotOurs);
     }
-    let Some(org_id) = billing_profiles::org_of_customer(tx, invoice.customer).await? else { return Ok(false) };
+    let Some(org_id) = billing_profiles::org_of_customer(tx, invoice.customer).await? else { return Ok(Recorded::NotOurs) };
     let created = DateTime::from_timestamp(invoice.created, 0).unwrap_or(now);
-    sqlx::query(
+    let written = sqlx::query(&format!(
         "INSERT INTO invoices (id, org_id, stripe_subscription_id, status, total_cents, amount_due_cents, amount_paid_cents, currency, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, total_cents = excluded.total_cents, amount_due_cents = excluded.amount_due_cents, \
-         amount_paid_cents = excluded.amount_paid_cents, updated_at = excluded.updated_at",
-    )
+         amount_paid_cents = excluded.amount_paid_cents, updated_at = excluded.updated_at \
+         WHERE {} <= $11",
+        kept_stage_sql()
+    ))
     .bind(invoice.id)
     .bind(&org_id)
     .bind(invoice.subscription)
@@ -108,9 +133,10 @@ pub async fn record(tx: &mut Tx<'_>, invoice: &Observed<'_>, now: DateTime<Utc>)
     .bind(invoice.currency)
     .bind(ts(created))
     .bind(ts(now))
+    .bind(stage(invoice.status))
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(if written.rows_affected() == 0 { Recorded::Stale } else { Recorded::Kept })
 }
 
 /// The organization's invoices, newest first.

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use matrixhost_api::StripeEventOutcome as Outcome;
 
 use super::billing_plans::{self, PaymentRecorded};
-use super::{invoices, DomainResult};
+use super::invoices::{self, Recorded};
+use super::DomainResult;
 use crate::db::{ts, Db, Tx};
 use crate::stripe::Event;
 
@@ -29,7 +30,7 @@ pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<
     // R13: an invoice's state and amounts are kept, whatever the event about it.
     let recorded = match (event.kind.starts_with("invoice."), invoices::Observed::from_event(&event.data.object)) {
         (true, Some(invoice)) => invoices::record(&mut tx, &invoice, now).await?,
-        _ => false,
+        _ => Recorded::NotOurs,
     };
     let outcome = match event.kind.as_str() {
         // R12
@@ -37,8 +38,11 @@ pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<
         // `invoice.paid` is Stripe's; `invoice.payment_succeeded` also comes from older API
         // versions and from localstripe.
         "invoice.paid" | "invoice.payment_succeeded" => payment(&mut tx, event, false).await?,
-        _ if recorded => Outcome::Applied,
-        _ => Outcome::Ignored,
+        _ => match recorded {
+            Recorded::Kept => Outcome::Applied,
+            Recorded::Stale => Outcome::Stale,
+            Recorded::NotOurs => Outcome::Ignored,
+        },
     };
     sqlx::query("UPDATE stripe_events SET outcome = $1 WHERE id = $2").bind(outcome.as_str()).bind(&event.id).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -109,5 +113,34 @@ mod tests {
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
                 .to_vec()
         );
+    }
+
+    fn invoice_event(id: &str, kind: &str, status: &str, amount_paid: i64) -> Event {
+        let object = format!(r#"{{"id":"in_1","customer":"cus_1","subscription":"sub_1","status":"{status}","total":5000,"amount_due":5000,"amount_paid":{amount_paid},"currency":"usd","created":1764633600}}"#);
+        Event::parse(format!(r#"{{"id":"{id}","type":"{kind}","created":1764633600,"data":{{"object":{object}}}}}"#).as_bytes()).unwrap()
+    }
+
+    /// R13, out of order: events about one invoice may arrive in any order (all in the same
+    /// second, as Stripe's often are). What is kept of it never goes back a stage.
+    #[tokio::test]
+    async fn an_invoice_never_goes_back_to_an_earlier_stage() {
+        let (_dir, db) = db_with_plan().await;
+        sqlx::query("INSERT INTO billing_profiles (org_id, stripe_customer_id, updated_at) VALUES ('org_1', 'cus_1', '2026-12-01T00:00:00Z')").execute(&db).await.unwrap();
+        let kept = || async { sqlx::query_as::<_, (String, i64)>("SELECT status, amount_paid_cents FROM invoices WHERE id = 'in_1'").fetch_one(&db).await.unwrap() };
+        let now = Utc::now();
+        assert_eq!(handle(&db, &invoice_event("evt_a", "invoice.finalized", "open", 0), now).await.unwrap(), Outcome::Applied);
+        assert_eq!(handle(&db, &invoice_event("evt_b", "invoice.paid", "paid", 5000), now).await.unwrap(), Outcome::Applied);
+        assert_eq!(kept().await, ("paid".to_owned(), 5000));
+        // The invoice's creation and finalization, delivered late.
+        assert_eq!(handle(&db, &invoice_event("evt_c", "invoice.created", "draft", 0), now).await.unwrap(), Outcome::Stale);
+        assert_eq!(handle(&db, &invoice_event("evt_d", "invoice.finalized", "open", 0), now).await.unwrap(), Outcome::Stale);
+        assert_eq!(kept().await, ("paid".to_owned(), 5000));
+        // Within a stage the newest word counts (a draft's amounts change as items are added).
+        assert_eq!(handle(&db, &invoice_event("evt_e", "invoice.updated", "paid", 5000), now).await.unwrap(), Outcome::Applied);
+        // Another customer's invoice is not ours to keep.
+        let foreign = Event::parse(br#"{"id":"evt_f","type":"invoice.created","created":1764633600,"data":{"object":{"id":"in_2","customer":"cus_other","status":"draft","total":1,"amount_due":1,"amount_paid":0,"currency":"usd","created":1764633600}}}"#).unwrap();
+        assert_eq!(handle(&db, &foreign, now).await.unwrap(), Outcome::Ignored);
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invoices").fetch_one(&db).await.unwrap();
+        assert_eq!(count, 1);
     }
 }

@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/console/billing", get(show))
         .route("/console/billing/card", post(save_card))
+        .route("/console/billing/card/intent", post(card_intent))
         .route("/console/billing/contact", post(save_contact))
         .route("/console/billing/invoices/{invoice_id}/pay", post(pay_invoice))
         .route("/console/billing/invoices/{invoice_id}/link", post(invoice_link))
@@ -74,16 +75,40 @@ fn stripe_origin(js_url: &str) -> String {
     js_url[..end].to_owned()
 }
 
-/// A SetupIntent for the card form: Stripe.js confirms it with what the customer types.
-async fn card_setup(app: &App, signed: &SignedIn) -> Result<Option<(String, String)>, DomainError> {
+/// The card form's publishable key, when this customer may enter a card at all.
+fn card_form_key<'a>(app: &'a App, signed: &SignedIn) -> Option<&'a str> {
     let p = &app.platform;
-    let (Some(stripe), Some(settings)) = (&p.stripe, &p.settings.stripe) else { return Ok(None) };
-    if signed.account.email_verified_at.is_none() {
-        return Ok(None);
-    }
+    let settings = p.settings.stripe.as_ref().filter(|_| p.stripe.is_some())?;
+    signed.account.email_verified_at.is_some().then_some(settings.publishable_key.as_str())
+}
+
+/// A SetupIntent for the card form, which Stripe.js confirms with what the customer types. It
+/// is made when the form is sent, not when the page is shown: viewing the page calls Stripe for
+/// nothing and leaves neither unused intents nor a Stripe customer behind.
+async fn card_setup(app: &App, signed: &SignedIn) -> Result<String, DomainError> {
+    let p = &app.platform;
+    let stripe = p.stripe.as_ref().filter(|_| card_form_key(app, signed).is_some());
+    let Some(stripe) = stripe else { return Err(DomainError::field("card", "this account cannot add a card: verify your email address first (R15)")) };
     let customer = billing_profiles::ensure_customer_committed(&p.db, stripe, &signed.account.org_id, p.clock.now()).await?;
     let intent = stripe.create_setup_intent(&customer).await.map_err(|e| DomainError::from_stripe("card", e))?;
-    Ok(Some((intent.client_secret, settings.publishable_key.clone())))
+    Ok(intent.client_secret)
+}
+
+/// The card form's first step, called by its script: the client secret of a fresh SetupIntent,
+/// or what went wrong in words. Never cached: the secret lets whoever holds it confirm the intent.
+async fn card_intent(State(app): State<Arc<App>>, Extension(ctx): Extension<Ctx>, Form(form): Form<CsrfOnly>) -> Response {
+    let signed = match ctx.customer_form(&form.csrf) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let (status, body) = match card_setup(&app, signed).await {
+        Ok(client_secret) => (StatusCode::OK, serde_json::json!({ "client_secret": client_secret })),
+        Err(e) => {
+            let message = said_above(e).0.into_values().next().unwrap_or_default();
+            (StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "message": message }))
+        }
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 struct Upcoming {
@@ -125,10 +150,7 @@ async fn render(app: &App, ctx: &Ctx, signed: &SignedIn, notice: Option<&str>, e
         }
     };
     let plans = billing_plans::list(&p.db, org_id, PageRequest { after: "", fetch: 100 }, p.clock.now(), &p.settings.catalog).await.unwrap_or_default();
-    let (setup, setup_error) = match card_setup(app, signed).await {
-        Ok(s) => (s, FormErrors::default()),
-        Err(e) => (None, said_above(e)),
-    };
+    let card_key = card_form_key(app, signed);
     let upcoming = upcoming_charges(app, org_id, profile.stripe_customer_id.as_deref()).await;
     let js_url = p.settings.stripe.as_ref().map(|s| s.js_url.clone());
     let body = layout(
@@ -144,9 +166,8 @@ async fn render(app: &App, ctx: &Ctx, signed: &SignedIn, notice: Option<&str>, e
                 }
             }
             (form_error(&errors.card))
-            (form_error(&setup_error))
-            @if let Some((client_secret, publishable_key)) = &setup {
-                form id="card-form" method="post" action="/console/billing/card" data-client-secret=(client_secret) data-publishable-key=(publishable_key) {
+            @if let Some(publishable_key) = card_key {
+                form id="card-form" method="post" action="/console/billing/card" data-intent-url="/console/billing/card/intent" data-publishable-key=(publishable_key) {
                     (csrf_field(&ctx.csrf))
                     input type="hidden" name="setup_intent" value="";
                     p { "Card details go straight to our payment processor, Stripe; they never reach matrixhost. We keep the brand and the last four digits." }
@@ -247,7 +268,7 @@ async fn render(app: &App, ctx: &Ctx, signed: &SignedIn, notice: Option<&str>, e
                     }
                 }
             }
-            @if let (Some(js), Some(_)) = (&js_url, &setup) {
+            @if let (Some(js), Some(_)) = (&js_url, card_key) {
                 script src=(js) {}
                 script src="/console/billing.js" {}
             }
