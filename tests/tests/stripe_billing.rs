@@ -286,7 +286,15 @@ async fn another_organization_can_touch_no_part_of_a_customers_billing() {
     assert_eq!(redeemed.status, 422, "{}", redeemed.body);
     assert!(redeemed.body.contains("the card form expired"), "{}", redeemed.body);
     assert!(!mallory.get("/console/billing").await.body.contains("ending in"), "Mallory got no card");
-    assert_eq!(stripe.only_customer().await, victims, "Mallory's attempts made no Stripe customer");
+    // An account that has not verified its email address gets no card form (R15).
+    let unverified = Browser::new(&server);
+    assert_eq!(unverified.sign_up("new@elsewhere.example", "elsewhere", "harbour lights ninety").await.status, 303);
+    assert_eq!(unverified.log_in("new@elsewhere.example", "harbour lights ninety").await.status, 303);
+    assert!(!unverified.get("/console/billing").await.body.contains("card-form"));
+    let refused = unverified.post("/console/billing/card/intent", &[]).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(refused.body.contains("verify your email address first (R15)"), "{}", refused.body);
+    assert_eq!(stripe.only_customer().await, victims, "none of these attempts made a Stripe customer");
     // Without the CSRF token a form does nothing, even for the victim's own session.
     let forged = victim.post("/console/billing/contact", &[("csrf", "forged"), ("contact_name", "Mallory"), ("contact_email", "m@evil.example")]).await;
     assert_eq!(forged.status, 403);

@@ -33,7 +33,9 @@ pub async fn handle(db: &Db, event: &Event, now: DateTime<Utc>) -> DomainResult<
         _ => Recorded::NotOurs,
     };
     let outcome = match event.kind.as_str() {
-        // R12
+        // R12. A failure reported of an invoice that has been paid since (say on the billing
+        // page, before the failure's event was delivered) blocks nothing.
+        "invoice.payment_failed" if recorded == Recorded::Stale => Outcome::Stale,
         "invoice.payment_failed" => payment(&mut tx, event, true).await?,
         // `invoice.paid` is Stripe's; `invoice.payment_succeeded` also comes from older API
         // versions and from localstripe.
@@ -121,7 +123,8 @@ mod tests {
     }
 
     /// R13, out of order: events about one invoice may arrive in any order (all in the same
-    /// second, as Stripe's often are). What is kept of it never goes back a stage.
+    /// second, as Stripe's often are). What is kept of it never goes back a stage, and (R12) a
+    /// failure reported of an invoice that is paid since blocks nothing.
     #[tokio::test]
     async fn an_invoice_never_goes_back_to_an_earlier_stage() {
         let (_dir, db) = db_with_plan().await;
@@ -137,6 +140,10 @@ mod tests {
         assert_eq!(kept().await, ("paid".to_owned(), 5000));
         // Within a stage the newest word counts (a draft's amounts change as items are added).
         assert_eq!(handle(&db, &invoice_event("evt_e", "invoice.updated", "paid", 5000), now).await.unwrap(), Outcome::Applied);
+        // A failure of the (since paid) invoice, delivered late, blocks nothing.
+        let late_failure = invoice_event("evt_g", "invoice.payment_failed", "open", 0);
+        assert_eq!(handle(&db, &late_failure, now).await.unwrap(), Outcome::Stale);
+        assert_eq!(status(&db).await, "active");
         // Another customer's invoice is not ours to keep.
         let foreign = Event::parse(br#"{"id":"evt_f","type":"invoice.created","created":1764633600,"data":{"object":{"id":"in_2","customer":"cus_other","status":"draft","total":1,"amount_due":1,"amount_paid":0,"currency":"usd","created":1764633600}}}"#).unwrap();
         assert_eq!(handle(&db, &foreign, now).await.unwrap(), Outcome::Ignored);

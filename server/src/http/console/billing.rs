@@ -87,8 +87,10 @@ fn card_form_key<'a>(app: &'a App, signed: &SignedIn) -> Option<&'a str> {
 /// nothing and leaves neither unused intents nor a Stripe customer behind.
 async fn card_setup(app: &App, signed: &SignedIn) -> Result<String, DomainError> {
     let p = &app.platform;
-    let stripe = p.stripe.as_ref().filter(|_| card_form_key(app, signed).is_some());
-    let Some(stripe) = stripe else { return Err(DomainError::field("card", "this account cannot add a card: verify your email address first (R15)")) };
+    let Some(stripe) = &p.stripe else { return Err(DomainError::field("card", "this installation takes no payments")) };
+    if card_form_key(app, signed).is_none() {
+        return Err(DomainError::field("card", "verify your email address first (R15)"));
+    }
     let customer = billing_profiles::ensure_customer_committed(&p.db, stripe, &signed.account.org_id, p.clock.now()).await?;
     let intent = stripe.create_setup_intent(&customer).await.map_err(|e| DomainError::from_stripe("card", e))?;
     Ok(intent.client_secret)
