@@ -108,6 +108,14 @@ pub struct BillingPlan {
     pub apply_error: Option<String>,
 }
 
+/// The console page where a customer adds a card and pays open invoices (R11, R12).
+pub const BILLING_PAGE_PATH: &str = "/console/billing";
+
+/// The billing page of the server at `base_url`: where errors about payments send the customer.
+pub fn billing_page_url(base_url: &str) -> String {
+    format!("{}{BILLING_PAGE_PATH}", base_url.trim_end_matches('/'))
+}
+
 /// What `POST /v1/stripe/webhook` did with a Stripe event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

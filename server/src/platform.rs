@@ -94,12 +94,12 @@ impl Platform {
         self.public_url.get().map(String::as_str).unwrap_or("http://localhost")
     }
 
-    /// Whether cookies get the `Secure` flag: the console is reached over HTTPS.
     /// The payment processor and what billing needs with it, when billing goes through Stripe.
     pub fn payments(&self) -> Option<crate::domain::billing_plans::Payments<'_>> {
         self.stripe.as_ref().map(|stripe| crate::domain::billing_plans::Payments { stripe, console_url: self.console_url() })
     }
 
+    /// Whether cookies get the `Secure` flag: the console is reached over HTTPS.
     pub fn console_is_https(&self) -> bool {
         self.console_url().starts_with("https://")
     }

@@ -119,9 +119,7 @@ pub struct Invoice {
     pub amount_due: i64,
     pub amount_paid: i64,
     pub currency: String,
-    #[serde(default)]
     pub created: Option<i64>,
-    #[serde(default)]
     pub date: Option<i64>,
     pub lines: InvoiceLines,
 }

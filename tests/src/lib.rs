@@ -24,6 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 pub use chrono;
+pub use reqwest;
+pub use reqwest::header::HeaderMap;
+pub use reqwest::{Method, StatusCode};
+pub use serde_json::{self, json, Value};
 
 /// Whether the tests run as root (the effective uid, from /proc).
 pub fn running_as_root() -> bool {
@@ -32,10 +36,6 @@ pub fn running_as_root() -> bool {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok()))
         == Some(0)
 }
-pub use reqwest;
-pub use reqwest::header::HeaderMap;
-pub use reqwest::{Method, StatusCode};
-pub use serde_json::{self, json, Value};
 
 /// The URL of the test PostgreSQL server (from `scripts/pg-test.sh`); each server gets a fresh
 /// database on it.

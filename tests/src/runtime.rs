@@ -36,7 +36,6 @@ pub fn runtime_available(test: &str) -> bool {
     false
 }
 
-
 /// A `matrixhostd` that really runs homeservers. Cleans up every tenant resource when dropped.
 pub struct RuntimeServer {
     server: Option<TestServer>,

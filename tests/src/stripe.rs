@@ -26,7 +26,7 @@ pub struct LocalStripe {
     child: Child,
     port: u16,
     http: reqwest::Client,
-    /// Its private /tmp (see `start`).
+    /// Holds its private state file (see `start`).
     _tmp: tempfile::TempDir,
 }
 

@@ -1,7 +1,7 @@
 //! `matrixhost_billing_plan`: a subscription to a plan tier (R5, R10, R11, R13).
 
 use async_trait::async_trait;
-use matrixhost_api::{AdditionalUsers, BillingPeriod, BillingPlan, BillingStatus, BillingPlanCreate, PaymentMethodId, PlanTier};
+use matrixhost_api::{billing_page_url, AdditionalUsers, BillingPeriod, BillingPlan, BillingStatus, BillingPlanCreate, PaymentMethodId, PlanTier};
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::Schema;
 use tf_provider::Diagnostics;
@@ -193,7 +193,7 @@ impl ApiResource for BillingPlanResource {
             diag::root_error(
                 diags,
                 format!("Billing plan {}: a payment failed", bp.id),
-                format!("The last payment for this billing plan failed, so its homeserver is blocked for all users until it is paid (R12). Pay the open invoice, or replace the card, on the console's billing page ({}/console/billing).", client.base_url()),
+                format!("The last payment for this billing plan failed, so its homeserver is blocked for all users until it is paid (R12). {}.", how_to_pay(client)),
             );
         }
         Some(bp)
@@ -205,6 +205,11 @@ impl ApiResource for BillingPlanResource {
 }
 
 /// Marks unknown what the server derives from the inputs.
+/// R12: what a customer does about a failed payment, and where.
+pub(crate) fn how_to_pay(client: &Client) -> String {
+    format!("Pay the open invoice, or replace the card, on the console's billing page ({})", billing_page_url(client.base_url()))
+}
+
 fn unknown_derived(planned: &mut BillingPlanState) {
     for v in [&mut planned.status, &mut planned.active_plan, &mut planned.pending_plan, &mut planned.pending_change_at, &mut planned.current_period_start, &mut planned.current_period_end] {
         unknown(v);

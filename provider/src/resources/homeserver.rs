@@ -356,9 +356,9 @@ async fn finish(diags: &mut Diagnostics, client: &Client, hs: Homeserver, limit:
                     diags,
                     format!("Homeserver `{name}` is blocked: a payment failed"),
                     format!(
-                        "The {what} was applied, but the last payment for billing plan {} failed, so the homeserver is blocked for all users until it is paid (R12). Pay the open invoice, or replace the card, on the console's billing page ({}/console/billing); the homeserver unblocks within a minute, then apply again.",
+                        "The {what} was applied, but the last payment for billing plan {} failed, so the homeserver is blocked for all users until it is paid (R12). {}; the homeserver unblocks within a minute, then apply again.",
                         plan.id,
-                        client.base_url()
+                        super::billing_plan::how_to_pay(client)
                     ),
                 ),
                 _ => diag::root_warning(diags, format!("Homeserver `{name}` is blocked"), format!("The {what} was applied, but the homeserver is blocked for all users: {}", reason(&h))),

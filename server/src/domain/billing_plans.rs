@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Months, Utc};
 use matrixhost_api::{
-    ErrorCode, check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
+    billing_page_url, ErrorCode, check_reserved_within_cap, AdditionalUsers, BillingPeriod, BillingPlan, BillingPlanCreate, BillingPlanUpdate,
     BillingStatus, Catalog, HomeserverStatus, PaymentCard, PaymentMethodId, Plan, PlanChange, PlanTier,
 };
 use sqlx::any::AnyRow;
@@ -118,10 +118,7 @@ impl Subscription {
                 (Some(subscription_id), Some(plan_id), Some(quantity)) => Some(StripeLink { subscription_id, plan_id, quantity: u32::try_from(quantity)? }),
                 _ => None,
             },
-            card: match (r.opt_text("card_brand")?, r.opt_text("card_last4")?) {
-                (Some(brand), Some(last4)) => Some(PaymentCard { brand, last4 }),
-                _ => None,
-            },
+            card: billing_profiles::card_of_row(r)?,
         })
     }
 
@@ -430,23 +427,29 @@ async fn settle_with_processor(tx: &mut Tx<'_>, who: Billed<'_>, before: &Subscr
 
 /// R12: while a payment is outstanding only the card may change; a change of tier, users or
 /// period waits until the open invoice is paid (it belongs to the subscription in force).
-fn refuse_changes_while_unpaid(before: &Subscription, sub: &Subscription, payments: Payments<'_>) -> DomainResult<()> {
-    let changed = [
-        ("plan", sub.plan != before.plan),
-        ("additional_users", sub.additional_users != before.additional_users),
-        ("billing_period", sub.billing_period != before.billing_period),
-    ];
-    match changed.iter().find(|(_, differs)| *differs) {
-        Some((field, _)) if before.status == BillingStatus::PastDue => Err(DomainError::Payment {
+fn refuse_changes_while_unpaid(before: &Subscription, changed: Option<&str>, payments: Payments<'_>) -> DomainResult<()> {
+    match changed {
+        Some(field) if before.status == BillingStatus::PastDue => Err(DomainError::Payment {
             code: ErrorCode::PaymentRequired,
-            field: (*field).to_owned(),
+            field: field.to_owned(),
             message: format!(
-                "{field}: R12: a payment for this billing plan failed and is still open; pay it on the console's billing page ({}/console/billing), or change only payment_method_id, then make this change",
-                payments.console_url
+                "{field}: R12: a payment for this billing plan failed and is still open; pay it on the console's billing page ({}), or change only payment_method_id, then make this change",
+                billing_page_url(payments.console_url)
             ),
         }),
         _ => Ok(()),
     }
+}
+
+/// The input a change is about, the first of tier, users and period: what a refusal names.
+fn changed_field(before: &Subscription, sub: &Subscription) -> Option<&'static str> {
+    [
+        ("plan", sub.plan != before.plan),
+        ("additional_users", sub.additional_users != before.additional_users),
+        ("billing_period", sub.billing_period != before.billing_period),
+    ]
+    .into_iter()
+    .find_map(|(field, differs)| differs.then_some(field))
 }
 
 /// Ends a replaced Stripe subscription. Its successor already bills; a failure here is logged
@@ -508,23 +511,16 @@ pub async fn update(
     check_version(expected_version, sub.version, "billing plan")?;
     let stored_version = sub.version;
     let before = sub.clone();
-    let fewer_users = body.additional_users < sub.additional_users;
     apply_plan_change(&mut sub, body.plan, catalog)?;
     sub.additional_users = body.additional_users;
     // Takes effect at the next renewal; the current paid period is kept (R11).
     sub.billing_period = body.billing_period;
     sub.payment_method_id = body.payment_method_id;
-    let field = if fewer_users { "additional_users" } else { "plan" };
+    let changed = changed_field(&before, &sub);
+    let field = changed.unwrap_or("plan");
     check_homeserver_fits(tx, &sub, catalog, field).await?;
     if let Some(payments) = payments {
-        refuse_changes_while_unpaid(&before, &sub, payments)?;
-        let field = if sub.active_plan != before.active_plan || sub.pending_plan != before.pending_plan {
-            "plan"
-        } else if sub.billing_period != before.billing_period {
-            "billing_period"
-        } else {
-            field
-        };
+        refuse_changes_while_unpaid(&before, changed, payments)?;
         let customer = billing_profiles::ensure_customer(tx, payments.stripe, org_id, now).await?;
         settle_with_processor(tx, Billed { payments, org_id, customer: &customer, now }, &before, &mut sub, field, catalog).await?;
     }

@@ -4,7 +4,7 @@
 //! `billing_contact_changes`.
 
 use chrono::{DateTime, Utc};
-use matrixhost_api::{Email, ErrorCode, PaymentCard, PaymentMethodId};
+use matrixhost_api::{billing_page_url, Email, ErrorCode, PaymentCard, PaymentMethodId};
 use sqlx::any::AnyRow;
 
 use super::{DomainError, DomainResult};
@@ -20,16 +20,20 @@ pub struct BillingProfile {
     pub contact_email: Option<String>,
 }
 
+/// The card on file in a row that has the profile's `card_brand` and `card_last4` columns.
+pub fn card_of_row(r: &AnyRow) -> anyhow::Result<Option<PaymentCard>> {
+    Ok(match (r.opt_text("card_brand")?, r.opt_text("card_last4")?) {
+        (Some(brand), Some(last4)) => Some(PaymentCard { brand, last4 }),
+        _ => None,
+    })
+}
+
 impl BillingProfile {
     fn from_row(r: &AnyRow) -> anyhow::Result<Self> {
-        let card = match (r.opt_text("card_brand")?, r.opt_text("card_last4")?) {
-            (Some(brand), Some(last4)) => Some(PaymentCard { brand, last4 }),
-            _ => None,
-        };
         Ok(Self {
             stripe_customer_id: r.opt_text("stripe_customer_id")?,
             payment_method_id: r.opt_text("payment_method_id")?,
-            card,
+            card: card_of_row(r)?,
             contact_name: r.opt_text("contact_name")?,
             contact_email: r.opt_text("contact_email")?,
         })
@@ -89,13 +93,11 @@ pub async fn ensure_customer_committed(db: &crate::db::Db, stripe: &StripeApi, o
 /// customer's default. Keeps the brand and last four digits (R13).
 pub async fn set_card(tx: &mut Tx<'_>, stripe: &StripeApi, org_id: &str, payment_method: &PaymentMethodId, now: DateTime<Utc>) -> DomainResult<PaymentCard> {
     let customer = ensure_customer(tx, stripe, org_id, now).await?;
-    let found = stripe.payment_method(payment_method.as_str()).await.map_err(|e| match e.status {
-        404 => DomainError::Missing { field: "payment_method_id".into(), message: format!("payment_method_id: the payment processor has no payment method {payment_method}") },
-        _ => DomainError::from_stripe("payment_method_id", e),
-    })?;
+    let unknown = || DomainError::Missing { field: "payment_method_id".into(), message: format!("payment_method_id: the payment processor has no payment method {payment_method}") };
+    let found = stripe.payment_method(payment_method.as_str()).await.map_err(|e| if e.status == 404 { unknown() } else { DomainError::from_stripe("payment_method_id", e) })?;
     if found.customer.as_deref().is_some_and(|c| c != customer) {
         // Another customer's card: answer as if it did not exist.
-        return Err(DomainError::Missing { field: "payment_method_id".into(), message: format!("payment_method_id: the payment processor has no payment method {payment_method}") });
+        return Err(unknown());
     }
     if found.customer.is_none() {
         stripe.attach_payment_method(payment_method.as_str(), &customer).await.map_err(|e| DomainError::from_stripe("payment_method_id", e))?;
@@ -143,7 +145,7 @@ pub fn require_card(profile: &BillingProfile, console_url: &str) -> DomainResult
     Err(DomainError::Payment {
         code: ErrorCode::PaymentRequired,
         field: "payment_method_id".into(),
-        message: format!("payment_method_id: R11: billing plans are paid in advance and this organization has no card on file; add one on the console's billing page ({console_url}/console/billing) or set payment_method_id"),
+        message: format!("payment_method_id: R11: billing plans are paid in advance and this organization has no card on file; add one on the console's billing page ({}) or set payment_method_id", billing_page_url(console_url)),
     })
 }
 
